@@ -1,0 +1,103 @@
+"""The Flask app: POST /mutate, GET /healthz, /readyz, /metrics. Thin by design."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from webhook import admission
+from webhook.metrics import Metrics, new_metrics
+from webhook.streams import StreamEntry
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 3 * 1024 * 1024
+
+
+class Index(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+    def get(self, namespace: str, name: str) -> StreamEntry | None: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    index: Index
+    max_body_bytes: int = MAX_BODY_BYTES
+
+
+def create_app(config: AppConfig, metrics: Metrics | None = None) -> Flask:
+    app = Flask("imagestreams")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    metrics = metrics or new_metrics()
+    index = config.index
+
+    @app.post("/mutate")
+    def mutate() -> Response:
+        started = time.perf_counter()
+        try:
+            body = json.loads(request.get_data(cache=False))
+        except RequestEntityTooLarge:
+            return _bad_request(f"body is larger than {config.max_body_bytes} bytes", metrics)
+        except (ValueError, UnicodeDecodeError):
+            return _bad_request("body is not valid JSON", metrics)
+        try:
+            review = admission.parse_review(body)
+        except admission.BadReview as err:
+            return _bad_request(str(err), metrics)
+        outcome = admission.mutate(review, index)
+        _observe(metrics, review, outcome, started)
+        return _json(admission.respond(review["uid"], outcome))
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        if not index.ready:
+            return _json({"status": "image stream index not loaded yet"}, 503)
+        return _json({"status": "ok", "streams": len(index)})
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        metrics.index_streams.set(len(index))
+        data, content_type = metrics.exposition()
+        return Response(data, content_type=content_type)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_: RequestEntityTooLarge) -> Response:
+        return _bad_request(f"body is larger than {config.max_body_bytes} bytes", metrics)
+
+    return app
+
+
+def _observe(
+    metrics: Metrics, review: Mapping[str, Any], outcome: admission.Outcome, started: float
+) -> None:
+    kind = review.get("kind")
+    kind_name = str(kind.get("kind", "")) if isinstance(kind, Mapping) else ""
+    result = "patched" if outcome.patch else "unchanged"
+    metrics.requests.labels(kind=kind_name, result=result).inc()
+    metrics.latency.observe(time.perf_counter() - started)
+    metrics.images_resolved.inc(len(outcome.patch))
+    metrics.warnings.inc(len(outcome.warnings))
+
+
+def _bad_request(message: str, metrics: Metrics) -> Response:
+    metrics.requests.labels(kind="", result="bad_request").inc()
+    return _json({"error": message}, 400)
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload), status=status, mimetype="application/json")

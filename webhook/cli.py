@@ -1,0 +1,147 @@
+"""The `imagestreams` command (also `kubectl-imagestream`).
+
+Each verb has a `_add_<verb>` that declares its arguments and a `_run_<verb>` that does
+the work; heavy imports happen inside the verbs so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class CommandError(Exception):
+    """A failure to report to the user as `error: …` with exit code 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result: int = args.run(args)
+        return result
+    except CommandError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagestreams",
+        description="OpenShift image streams on any Kubernetes cluster.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    _add_serve(verbs)
+    _add_certs(verbs)
+    _add_resolve(verbs)
+    return parser
+
+
+# --- serve -------------------------------------------------------------------------------
+
+
+def _add_serve(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verbs.add_parser("serve", help="run the admission webhook under gunicorn over TLS")
+    p.add_argument("--bind", default="0.0.0.0:8443", help="HOST:PORT (default %(default)s)")
+    p.add_argument("--certfile", required=True, help="serving certificate (PEM)")
+    p.add_argument("--keyfile", required=True, help="serving key (PEM)")
+    p.add_argument(
+        "--streams-file",
+        help="load ImageStreams from this YAML/JSON file or directory instead of a cluster",
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig (default: $KUBECONFIG, else in-cluster)")
+    p.add_argument("--context", help="kubeconfig context")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    p.add_argument("--threads", type=int, default=4, help="threads per worker")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from webhook.server import ServeOptions, serve
+
+    serve(
+        ServeOptions(
+            bind=args.bind,
+            certfile=args.certfile,
+            keyfile=args.keyfile,
+            streams_file=args.streams_file,
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            workers=args.workers,
+            threads=args.threads,
+            log_level=args.log_level,
+        )
+    )
+    return 0
+
+
+# --- certs -------------------------------------------------------------------------------
+
+
+def _add_certs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verbs.add_parser(
+        "certs",
+        help="make a CA and a serving certificate; print the base64 CA bundle",
+        description="Writes ca.crt, ca.key, tls.crt, tls.key into --out-dir (an existing CA "
+        "there is reused) and prints the base64 CA bundle for a webhook's caBundle.",
+    )
+    p.add_argument("--out-dir", type=Path, default=Path("certs"))
+    p.add_argument("--dns", nargs="*", default=[], metavar="NAME", help="DNS names (SANs)")
+    p.add_argument("--ip", nargs="*", default=[], metavar="ADDR", help="IP addresses (SANs)")
+    p.set_defaults(run=_run_certs)
+
+
+def _run_certs(args: argparse.Namespace) -> int:
+    from webhook.certs import ca_bundle, write_certificates
+
+    if not args.dns and not args.ip:
+        raise CommandError("give at least one --dns NAME or --ip ADDR for the certificate")
+    ca = write_certificates(args.out_dir, args.dns, args.ip)
+    print(ca_bundle(ca))
+    return 0
+
+
+# --- resolve -----------------------------------------------------------------------------
+
+
+def _add_resolve(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verbs.add_parser(
+        "resolve",
+        help="resolve short image names in manifests offline (for CI and GitOps)",
+        description="Reads multi-document YAML, pins every short name that a stream "
+        "resolves, writes the manifests to stdout; other documents are left untouched.",
+    )
+    p.add_argument("-f", "--filename", required=True, help="manifest file, or - for stdin")
+    p.add_argument("--streams-file", required=True, help="ImageStreams (file or directory)")
+    p.add_argument("-n", "--namespace", default="default", help="for objects without one")
+    p.set_defaults(run=_run_resolve)
+
+
+def _run_resolve(args: argparse.Namespace) -> int:
+    from webhook.index import file_index
+    from webhook.resolve import resolve_manifests
+
+    text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
+    result = resolve_manifests(text, file_index(args.streams_file), args.namespace)
+    sys.stdout.write(result.text)
+    for warning in result.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

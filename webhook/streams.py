@@ -1,0 +1,419 @@
+"""ImageStream semantics over plain data: tags, history, generations, resolution.
+
+The read side parses an ImageStream object (a dict as the API returns it) into frozen
+dataclasses. The write side (`record_event`, `record_failure`) works on the status's JSON
+shape so that the controller can write back exactly what it read plus its change.
+Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook import reference
+
+DOCKER_IMAGE = "DockerImage"
+IMAGE_STREAM_TAG = "ImageStreamTag"
+IMAGE_STREAM_IMAGE = "ImageStreamImage"
+SOURCE_POLICY = "Source"
+LOCAL_POLICY = "Local"
+PRESERVE_ORIGINAL = "PreserveOriginal"
+LEGACY = "Legacy"
+IMPORT_SUCCESS = "ImportSuccess"
+
+# Aliases can chain (latest → 8 → 8.0); a longer chain is a loop or a mistake.
+_MAX_ALIAS_DEPTH = 10
+
+
+class InvalidImageStream(ValueError):
+    """An object that cannot be read as an ImageStream; the message says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectReference:
+    kind: str
+    name: str
+    namespace: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TagReference:
+    """One entry of `spec.tags`: what a tag should track."""
+
+    name: str
+    source: ObjectReference | None = None
+    reference: bool = False
+    generation: int | None = None
+    insecure: bool = False
+    scheduled: bool = False
+    import_mode: str = ""
+    reference_policy: str = SOURCE_POLICY
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TagEvent:
+    """One item of a tag's history (`status.tags[].items[]`)."""
+
+    created: str
+    docker_image_reference: str
+    image: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class TagCondition:
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+    generation: int = 0
+    last_transition_time: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TagHistory:
+    """One entry of `status.tags`: a tag's history, newest first, and its conditions."""
+
+    tag: str
+    items: tuple[TagEvent, ...] = ()
+    conditions: tuple[TagCondition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ImageStream:
+    namespace: str
+    name: str
+    lookup_local: bool = False
+    spec_repository: str = ""
+    status_repository: str = ""
+    public_repository: str = ""
+    spec_tags: tuple[TagReference, ...] = ()
+    status_tags: tuple[TagHistory, ...] = ()
+
+    def spec_tag(self, tag: str) -> TagReference | None:
+        return next((t for t in self.spec_tags if t.name == tag), None)
+
+    def history(self, tag: str) -> TagHistory | None:
+        return next((h for h in self.status_tags if h.tag == tag), None)
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def parse_image_stream(obj: Mapping[str, Any]) -> ImageStream:
+    """Read an ImageStream object. Raises InvalidImageStream naming the bad field."""
+    if not isinstance(obj, Mapping):
+        raise InvalidImageStream("an ImageStream must be an object")
+    metadata = _mapping(obj.get("metadata"), "metadata")
+    spec = _mapping(obj.get("spec"), "spec")
+    status = _mapping(obj.get("status"), "status")
+    name = metadata.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidImageStream("metadata.name is required")
+    lookup = _mapping(spec.get("lookupPolicy"), "spec.lookupPolicy")
+    return ImageStream(
+        namespace=_str(metadata.get("namespace"), "metadata.namespace"),
+        name=name,
+        lookup_local=_bool(lookup.get("local"), "spec.lookupPolicy.local"),
+        spec_repository=_str(spec.get("dockerImageRepository"), "spec.dockerImageRepository"),
+        status_repository=_str(status.get("dockerImageRepository"), "status.dockerImageRepository"),
+        public_repository=_str(
+            status.get("publicDockerImageRepository"), "status.publicDockerImageRepository"
+        ),
+        spec_tags=tuple(
+            _parse_tag_reference(t, f"spec.tags[{i}]")
+            for i, t in enumerate(_list(spec.get("tags"), "spec.tags"))
+        ),
+        status_tags=tuple(
+            _parse_history(t, f"status.tags[{i}]")
+            for i, t in enumerate(_list(status.get("tags"), "status.tags"))
+        ),
+    )
+
+
+def _parse_tag_reference(obj: Any, where: str) -> TagReference:
+    obj = _mapping(obj, where)
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidImageStream(f"{where}.name is required")
+    source = None
+    if obj.get("from") is not None:
+        src = _mapping(obj["from"], f"{where}.from")
+        source = ObjectReference(
+            kind=_str(src.get("kind"), f"{where}.from.kind"),
+            name=_str(src.get("name"), f"{where}.from.name"),
+            namespace=_str(src.get("namespace"), f"{where}.from.namespace"),
+        )
+    policy = _mapping(obj.get("importPolicy"), f"{where}.importPolicy")
+    ref_policy = _mapping(obj.get("referencePolicy"), f"{where}.referencePolicy")
+    annotations = _mapping(obj.get("annotations"), f"{where}.annotations")
+    return TagReference(
+        name=name,
+        source=source,
+        reference=_bool(obj.get("reference"), f"{where}.reference"),
+        generation=_optional_int(obj.get("generation"), f"{where}.generation"),
+        insecure=_bool(policy.get("insecure"), f"{where}.importPolicy.insecure"),
+        scheduled=_bool(policy.get("scheduled"), f"{where}.importPolicy.scheduled"),
+        import_mode=_str(policy.get("importMode"), f"{where}.importPolicy.importMode"),
+        reference_policy=_str(ref_policy.get("type"), f"{where}.referencePolicy.type")
+        or SOURCE_POLICY,
+        annotations={str(k): str(v) for k, v in annotations.items()},
+    )
+
+
+def _parse_history(obj: Any, where: str) -> TagHistory:
+    obj = _mapping(obj, where)
+    tag = obj.get("tag")
+    if not isinstance(tag, str) or not tag:
+        raise InvalidImageStream(f"{where}.tag is required")
+    items = []
+    for i, item in enumerate(_list(obj.get("items"), f"{where}.items")):
+        at = f"{where}.items[{i}]"
+        item = _mapping(item, at)
+        items.append(
+            TagEvent(
+                created=_str(item.get("created"), f"{at}.created"),
+                docker_image_reference=_str(
+                    item.get("dockerImageReference"), f"{at}.dockerImageReference"
+                ),
+                image=_str(item.get("image"), f"{at}.image"),
+                generation=_optional_int(item.get("generation"), f"{at}.generation") or 0,
+            )
+        )
+    conditions = []
+    for i, cond in enumerate(_list(obj.get("conditions"), f"{where}.conditions")):
+        at = f"{where}.conditions[{i}]"
+        cond = _mapping(cond, at)
+        conditions.append(
+            TagCondition(
+                type=_str(cond.get("type"), f"{at}.type"),
+                status=_str(cond.get("status"), f"{at}.status"),
+                reason=_str(cond.get("reason"), f"{at}.reason"),
+                message=_str(cond.get("message"), f"{at}.message"),
+                generation=_optional_int(cond.get("generation"), f"{at}.generation") or 0,
+                last_transition_time=_str(
+                    cond.get("lastTransitionTime"), f"{at}.lastTransitionTime"
+                ),
+            )
+        )
+    return TagHistory(tag=tag, items=tuple(items), conditions=tuple(conditions))
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidImageStream(f"{where} must be an object")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidImageStream(f"{where} must be a list")
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidImageStream(f"{where} must be a string")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidImageStream(f"{where} must be true or false")
+    return value
+
+
+def _optional_int(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidImageStream(f"{where} must be an integer")
+    return value
+
+
+# --- resolution ----------------------------------------------------------------------------
+
+
+def alias_target(stream: ImageStream, spec: TagReference) -> str | None:
+    """The tag that `spec` tracks within the same stream, or None.
+
+    An `ImageStreamTag` source names `tag` or `stream:tag`; it is an alias only when it
+    points into this very stream.
+    """
+    source = spec.source
+    if source is None or source.kind != IMAGE_STREAM_TAG:
+        return None
+    if source.namespace and source.namespace != stream.namespace:
+        return None
+    stream_name, sep, tag = source.name.rpartition(":")
+    if not sep:
+        return source.name
+    return tag if stream_name == stream.name else None
+
+
+def current_event(stream: ImageStream, tag: str) -> TagEvent | None:
+    """The tag's current image: its newest history item, following same-stream aliases.
+
+    Status is the truth; an alias is followed only while the controller has not yet
+    written the alias's own status (so a stream applied with only spec still resolves).
+    """
+    seen: set[str] = set()
+    while tag not in seen and len(seen) < _MAX_ALIAS_DEPTH:
+        seen.add(tag)
+        history = stream.history(tag)
+        if history is not None and history.items:
+            return history.items[0]
+        spec = stream.spec_tag(tag)
+        target = alias_target(stream, spec) if spec is not None else None
+        if target is None:
+            return None
+        tag = target
+    return None
+
+
+def pinned_reference(stream: ImageStream, tag: str) -> str | None:
+    """What a short name `stream:tag` resolves to, or None when the tag has no image.
+
+    `Source` policy: the image's own repository pinned by digest. `Local`: the stream's
+    in-cluster repository pinned by the same digest, once status names that repository.
+    A recorded reference with no known digest resolves to itself, fully qualified.
+    """
+    event = current_event(stream, tag)
+    if event is None or not event.docker_image_reference:
+        return None
+    try:
+        source = reference.parse_normalized(event.docker_image_reference)
+    except reference.InvalidReference:
+        return None
+    digest = event.image if reference.is_valid_digest(event.image) else source.digest
+    if digest is None:
+        return str(source)
+    spec = stream.spec_tag(tag)
+    if spec is not None and spec.reference_policy == LOCAL_POLICY and stream.status_repository:
+        return f"{stream.status_repository}@{digest}"
+    return str(source.with_digest(digest))
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """What admission needs of one stream, computed once when the stream changes.
+
+    `images` maps every tag named in spec or status to its pinned reference, or to None
+    when the tag exists but has no image yet.
+    """
+
+    namespace: str
+    name: str
+    lookup_local: bool
+    images: Mapping[str, str | None]
+
+
+def stream_entry(stream: ImageStream) -> StreamEntry:
+    tags = dict.fromkeys([t.name for t in stream.spec_tags] + [h.tag for h in stream.status_tags])
+    return StreamEntry(
+        namespace=stream.namespace,
+        name=stream.name,
+        lookup_local=stream.lookup_local,
+        images={tag: pinned_reference(stream, tag) for tag in tags},
+    )
+
+
+# --- generations and history (the controller's rules) ------------------------------------
+
+
+def seen_generation(history: TagHistory | None) -> int | None:
+    """The newest spec generation that status has answered, by an image or a failure."""
+    if history is None:
+        return None
+    seen = [h.generation for h in history.items[:1]]
+    seen += [c.generation for c in history.conditions if c.type == IMPORT_SUCCESS]
+    return max(seen) if seen else None
+
+
+def needs_import(stream: ImageStream, spec: TagReference) -> bool:
+    """A DockerImage tag that status has not yet answered at its spec generation.
+
+    A spec generation of 0 (set by `tag` to force a re-import) or None (never set)
+    counts as newer than anything seen, so those tags always need import until the
+    controller stamps a real generation.
+    """
+    if spec.source is None or spec.source.kind != DOCKER_IMAGE or spec.reference:
+        return False
+    seen = seen_generation(stream.history(spec.name))
+    if seen is None or not spec.generation:
+        return True
+    return spec.generation > seen
+
+
+def record_event(
+    status_tags: Iterable[Mapping[str, Any]], tag: str, event: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], bool]:
+    """Status tags with `event` as the tag's current image; and whether anything changed.
+
+    A new item is prepended only when the reference or image differs from the current
+    one; any change (including a generation bump) clears the tag's conditions.
+    """
+    result, entry = _copy_with_entry(status_tags, tag)
+    items = entry.setdefault("items", []) or []
+    entry["items"] = items
+    head = items[0] if items else None
+    if head is not None and _same_image(head, event):
+        changed = head.get("generation") != event.get("generation") or bool(entry.get("conditions"))
+        items[0] = {**head, "generation": event.get("generation")}
+    else:
+        items.insert(0, dict(event))
+        changed = True
+    if changed:
+        entry.pop("conditions", None)
+    return result, changed
+
+
+def record_failure(
+    status_tags: Iterable[Mapping[str, Any]], tag: str, condition: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], bool]:
+    """Status tags with a failed import recorded; the history stays as it was."""
+    result, entry = _copy_with_entry(status_tags, tag)
+    old = next((c for c in entry.get("conditions") or [] if c.get("type") == IMPORT_SUCCESS), None)
+    keys = ("status", "reason", "message", "generation")
+    if old is not None and all(old.get(k) == condition.get(k) for k in keys):
+        return result, False
+    others = [c for c in entry.get("conditions") or [] if c.get("type") != IMPORT_SUCCESS]
+    entry["conditions"] = [dict(condition), *others]
+    return result, True
+
+
+def _same_image(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return bool(
+        a.get("dockerImageReference") == b.get("dockerImageReference")
+        and a.get("image") == b.get("image")
+    )
+
+
+def _copy_with_entry(
+    status_tags: Iterable[Mapping[str, Any]], tag: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    result = [_deep_copy(t) for t in status_tags]
+    entry = next((t for t in result if t.get("tag") == tag), None)
+    if entry is None:
+        entry = {"tag": tag, "items": []}
+        result.append(entry)
+    return result, entry
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
