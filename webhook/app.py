@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from webhook import admission
 from webhook.metrics import Metrics, new_metrics
@@ -19,6 +18,10 @@ from webhook.streams import StreamEntry
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
+# An oversized body is read and thrown away up to this much, so the client gets the 400
+# instead of a reset connection; past it the connection is simply closed.
+_DRAIN_LIMIT = 64 * 1024 * 1024
+_CHUNK = 64 * 1024
 
 
 class Index(Protocol):
@@ -38,17 +41,17 @@ class AppConfig:
 
 def create_app(config: AppConfig, metrics: Metrics | None = None) -> Flask:
     app = Flask("imagestreams")
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     metrics = metrics or new_metrics()
     index = config.index
 
     @app.post("/mutate")
     def mutate() -> Response:
         started = time.perf_counter()
-        try:
-            body = json.loads(request.get_data(cache=False))
-        except RequestEntityTooLarge:
+        data = _read_body(config.max_body_bytes)
+        if data is None:
             return _bad_request(f"body is larger than {config.max_body_bytes} bytes", metrics)
+        try:
+            body = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             return _bad_request("body is not valid JSON", metrics)
         try:
@@ -75,11 +78,24 @@ def create_app(config: AppConfig, metrics: Metrics | None = None) -> Flask:
         data, content_type = metrics.exposition()
         return Response(data, content_type=content_type)
 
-    @app.errorhandler(RequestEntityTooLarge)
-    def too_large(_: RequestEntityTooLarge) -> Response:
-        return _bad_request(f"body is larger than {config.max_body_bytes} bytes", metrics)
-
     return app
+
+
+def _read_body(limit: int) -> bytes | None:
+    """The request body, or None when it is over `limit` (the excess is drained)."""
+    if request.content_length is not None and request.content_length > _DRAIN_LIMIT:
+        return None
+    stream = request.stream
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit and (chunk := stream.read(min(_CHUNK, limit + 1 - size))):
+        chunks.append(chunk)
+        size += len(chunk)
+    if size <= limit:
+        return b"".join(chunks)
+    while size < _DRAIN_LIMIT and (chunk := stream.read(_CHUNK)):
+        size += len(chunk)
+    return None
 
 
 def _observe(
