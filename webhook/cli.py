@@ -20,6 +20,9 @@ class CommandError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for name in ("kubeconfig", "context", "namespace"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -37,24 +40,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def cluster_flags() -> argparse.ArgumentParser:
+    """kubectl's connection flags, accepted before or after the verb.
+
+    Defaults are SUPPRESS so that a flag given before the verb is not overwritten by the
+    subparser's default; `main` fills in None for flags given nowhere.
+    """
+    flags = argparse.ArgumentParser(add_help=False)
+    group = flags.add_argument_group("cluster connection")
+    group.add_argument("--kubeconfig", default=argparse.SUPPRESS, help="kubeconfig file")
+    group.add_argument("--context", default=argparse.SUPPRESS, help="kubeconfig context")
+    group.add_argument(
+        "-n", "--namespace", default=argparse.SUPPRESS, help="namespace (default: the context's)"
+    )
+    return flags
+
+
+Verbs = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
 def build_parser() -> argparse.ArgumentParser:
+    common = cluster_flags()
     parser = argparse.ArgumentParser(
         prog="imagestreams",
         description="OpenShift image streams on any Kubernetes cluster.",
+        parents=[common],
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
-    _add_serve(verbs)
+    _add_serve(verbs, common)
     _add_certs(verbs)
-    _add_resolve(verbs)
+    _add_resolve(verbs, common)
     return parser
 
 
 # --- serve -------------------------------------------------------------------------------
 
 
-def _add_serve(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = verbs.add_parser("serve", help="run the admission webhook under gunicorn over TLS")
+def _add_serve(verbs: Verbs, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "serve", help="run the admission webhook under gunicorn over TLS", parents=[common]
+    )
     p.add_argument("--bind", default="0.0.0.0:8443", help="HOST:PORT (default %(default)s)")
     p.add_argument("--certfile", required=True, help="serving certificate (PEM)")
     p.add_argument("--keyfile", required=True, help="serving key (PEM)")
@@ -62,8 +88,6 @@ def _add_serve(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--streams-file",
         help="load ImageStreams from this YAML/JSON file or directory instead of a cluster",
     )
-    p.add_argument("--kubeconfig", help="kubeconfig (default: $KUBECONFIG, else in-cluster)")
-    p.add_argument("--context", help="kubeconfig context")
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     p.add_argument("--threads", type=int, default=4, help="threads per worker")
     p.add_argument("--log-level", default="info")
@@ -92,7 +116,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 # --- certs -------------------------------------------------------------------------------
 
 
-def _add_certs(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_certs(verbs: Verbs) -> None:
     p = verbs.add_parser(
         "certs",
         help="make a CA and a serving certificate; print the base64 CA bundle",
@@ -118,16 +142,16 @@ def _run_certs(args: argparse.Namespace) -> int:
 # --- resolve -----------------------------------------------------------------------------
 
 
-def _add_resolve(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_resolve(verbs: Verbs, common: argparse.ArgumentParser) -> None:
     p = verbs.add_parser(
         "resolve",
+        parents=[common],
         help="resolve short image names in manifests offline (for CI and GitOps)",
         description="Reads multi-document YAML, pins every short name that a stream "
         "resolves, writes the manifests to stdout; other documents are left untouched.",
     )
     p.add_argument("-f", "--filename", required=True, help="manifest file, or - for stdin")
     p.add_argument("--streams-file", required=True, help="ImageStreams (file or directory)")
-    p.add_argument("-n", "--namespace", default="default", help="for objects without one")
     p.set_defaults(run=_run_resolve)
 
 
@@ -136,7 +160,8 @@ def _run_resolve(args: argparse.Namespace) -> int:
     from webhook.resolve import resolve_manifests
 
     text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
-    result = resolve_manifests(text, file_index(args.streams_file), args.namespace)
+    namespace = args.namespace or "default"
+    result = resolve_manifests(text, file_index(args.streams_file), namespace)
     sys.stdout.write(result.text)
     for warning in result.warnings:
         print(f"Warning: {warning}", file=sys.stderr)

@@ -17,11 +17,11 @@ from typing import Any
 
 import yaml
 
+from webhook.kube import GROUP, PLURAL, VERSION
 from webhook.streams import InvalidImageStream, StreamEntry, parse_image_stream, stream_entry
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL = "image.openshift.io", "v1", "imagestreams"
 _LIST_KINDS = {"List", "ImageStreamList"}
 
 

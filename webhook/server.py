@@ -83,25 +83,15 @@ def build_app(options: ServeOptions) -> Any:
     """The WSGI app for one worker: its index (file- or watch-fed) and the Flask app."""
     from webhook.app import AppConfig, create_app
     from webhook.index import StreamIndex, StreamWatcher, file_index
+    from webhook.kube import connect, custom_objects
 
     if options.streams_file:
         index = file_index(options.streams_file)
     else:
         index = StreamIndex()
-        StreamWatcher(index, custom_objects_api(options.kubeconfig, options.context)).start()
+        connection = connect(options.kubeconfig, options.context)
+        StreamWatcher(index, custom_objects(connection)).start()
     return create_app(AppConfig(index=index))
-
-
-def custom_objects_api(kubeconfig: str | None, context: str | None) -> Any:
-    """A CustomObjectsApi from a kubeconfig, $KUBECONFIG, or the in-cluster account."""
-    from kubernetes import client, config
-
-    if kubeconfig or os.environ.get("KUBECONFIG"):
-        api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
-    else:
-        config.load_incluster_config()
-        api_client = client.ApiClient()
-    return client.CustomObjectsApi(api_client)
 
 
 class WebhookServer(BaseApplication):  # type: ignore[misc]
