@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 
 class CommandError(Exception):
@@ -56,7 +57,7 @@ def cluster_flags() -> argparse.ArgumentParser:
     return flags
 
 
-Verbs = argparse._SubParsersAction[argparse.ArgumentParser]
+Verbs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def build_parser() -> argparse.ArgumentParser:
