@@ -86,6 +86,7 @@ class TagHistory:
 class ImageStream:
     namespace: str
     name: str
+    generation: int = 0  # metadata.generation: bumped by the API server on every spec change
     lookup_local: bool = False
     spec_repository: str = ""
     status_repository: str = ""
@@ -117,6 +118,7 @@ def parse_image_stream(obj: Mapping[str, Any]) -> ImageStream:
     return ImageStream(
         namespace=_str(metadata.get("namespace"), "metadata.namespace"),
         name=name,
+        generation=_optional_int(metadata.get("generation"), "metadata.generation") or 0,
         lookup_local=_bool(lookup.get("local"), "spec.lookupPolicy.local"),
         spec_repository=_str(spec.get("dockerImageRepository"), "spec.dockerImageRepository"),
         status_repository=_str(status.get("dockerImageRepository"), "status.dockerImageRepository"),
@@ -341,19 +343,24 @@ def seen_generation(history: TagHistory | None) -> int | None:
     return max(seen) if seen else None
 
 
-def needs_import(stream: ImageStream, spec: TagReference) -> bool:
-    """A DockerImage tag that status has not yet answered at its spec generation.
+def tag_generation(stream: ImageStream, spec: TagReference) -> int:
+    """The generation a spec tag is at.
 
-    A spec generation of 0 (set by `tag` to force a re-import) or None (never set)
-    counts as newer than anything seen, so those tags always need import until the
-    controller stamps a real generation.
+    OpenShift's API server stamps each new or changed tag with the stream's generation; a
+    CRD has no such hook, so a tag without one (None, or 0 as `tag` writes to ask for a
+    re-import) is taken to be at the stream's own `metadata.generation`, which the API
+    server bumps on every spec change. An explicit generation (from an OpenShift export)
+    is kept as it is.
     """
+    return spec.generation or stream.generation
+
+
+def needs_import(stream: ImageStream, spec: TagReference) -> bool:
+    """A DockerImage tag that status has not yet answered at the tag's generation."""
     if spec.source is None or spec.source.kind != DOCKER_IMAGE or spec.reference:
         return False
     seen = seen_generation(stream.history(spec.name))
-    if seen is None or not spec.generation:
-        return True
-    return spec.generation > seen
+    return seen is None or tag_generation(stream, spec) > seen
 
 
 def record_event(

@@ -19,6 +19,7 @@ from webhook.streams import (
     record_failure,
     seen_generation,
     stream_entry,
+    tag_generation,
 )
 
 
@@ -193,8 +194,9 @@ def test_stream_entry_lists_spec_and_status_tags() -> None:
 # --- generations -------------------------------------------------------------------------
 
 
-def _stream_with(spec_generation: int | None, **tag: Any) -> Any:
+def _stream_with(spec_generation: int | None, stream_generation: int = 2, **tag: Any) -> Any:
     obj = image_stream("app", tags={"1": f"quay.io/x/app@{DIGEST_A}"})  # items[0].generation 2
+    obj["metadata"]["generation"] = stream_generation
     obj["spec"]["tags"][0]["generation"] = spec_generation
     obj["spec"]["tags"][0].update(tag)
     stream = parse_image_stream(obj)
@@ -202,20 +204,27 @@ def _stream_with(spec_generation: int | None, **tag: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("generation", "tag", "expected"),
+    ("generation", "stream_generation", "tag", "expected"),
     [
-        (2, {}, False),  # status has seen generation 2
-        (1, {}, False),
-        (3, {}, True),  # spec moved ahead
-        (0, {}, True),  # a user asked for a re-import
-        (None, {}, True),  # never stamped
-        (3, {"reference": True}, False),  # reference tags are recorded, not imported
-        (3, {"from": {"kind": "ImageStreamTag", "name": "2"}}, False),
+        (2, 2, {}, False),  # status has seen generation 2
+        (1, 2, {}, False),
+        (3, 3, {}, True),  # spec moved ahead
+        (2, 5, {}, False),  # an explicit tag generation wins over the stream's
+        (0, 2, {}, False),  # unstamped: at the stream's generation, already seen
+        (None, 2, {}, False),
+        (0, 3, {}, True),  # the spec changed since (e.g. `tag` wrote generation 0)
+        (None, 3, {}, True),
+        (3, 3, {"reference": True}, False),  # reference tags are recorded, not imported
+        (3, 3, {"from": {"kind": "ImageStreamTag", "name": "2"}}, False),
     ],
 )
-def test_needs_import(generation: int | None, tag: dict[str, Any], expected: bool) -> None:
-    stream, spec = _stream_with(generation, **tag)
+def test_needs_import(
+    generation: int | None, stream_generation: int, tag: dict[str, Any], expected: bool
+) -> None:
+    stream, spec = _stream_with(generation, stream_generation, **tag)
     assert needs_import(stream, spec) is expected
+    if not tag:
+        assert tag_generation(stream, spec) == (generation or stream_generation)
 
 
 def test_a_failure_condition_counts_as_seen() -> None:
