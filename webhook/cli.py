@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,7 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(verbs, common)
     _add_certs(verbs)
     _add_resolve(verbs, common)
+    _add_controller(verbs, common)
     return parser
+
+
+def duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `15m`, `1h`, `1h30m` (argparse type)."""
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?", text.strip())
+    if not text.strip() or match is None:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 30s, 15m, 1h)")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be positive, not {text!r}")
+    return total
 
 
 # --- serve -------------------------------------------------------------------------------
@@ -111,6 +125,96 @@ def _run_serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
         )
     )
+    return 0
+
+
+# --- controller --------------------------------------------------------------------------
+
+
+def _add_controller(verbs: Verbs, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "controller",
+        parents=[common],
+        help="run the import controller (imports tags, keeps history, schedules re-imports)",
+    )
+    p.add_argument(
+        "--scheduled-interval",
+        type=duration,
+        default=900.0,
+        help="how often scheduled tags are re-imported (default 15m)",
+    )
+    p.add_argument("--workers", type=int, default=4, help="streams reconciled at once")
+    p.add_argument(
+        "--import-rate",
+        type=float,
+        default=60.0,
+        help="imports a minute, all registries (0: unlimited)",
+    )
+    p.add_argument(
+        "--registry-import-rate",
+        type=float,
+        default=60.0,
+        help="imports a minute per registry (0: unlimited)",
+    )
+    p.add_argument(
+        "--allow-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="registry that may be reached although it resolves to an internal address",
+    )
+    p.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="registry that may be reached over HTTP or unverified TLS for every stream",
+    )
+    p.add_argument(
+        "--global-pull-secret", metavar="NAMESPACE/NAME", help="pull secret for every stream"
+    )
+    p.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="hold a Lease so that only one replica imports (default on)",
+    )
+    p.add_argument("--lease-name", default="imagestreams-controller")
+    p.add_argument("--lease-namespace", help="namespace of the Lease (default: -n, else ours)")
+    p.add_argument("--metrics-bind", metavar="HOST:PORT", help="serve /metrics here")
+    p.set_defaults(run=_run_controller)
+
+
+def _run_controller(args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
+    from webhook.controller import Controller, ControllerOptions
+    from webhook.kube import connect
+    from webhook.leader import LeaseOptions, run_as_leader
+
+    connection = connect(args.kubeconfig, args.context, args.namespace)
+    controller = Controller(
+        connection.api_client,
+        ControllerOptions(
+            scheduled_interval=args.scheduled_interval,
+            workers=args.workers,
+            imports_per_minute=args.import_rate,
+            imports_per_registry_per_minute=args.registry_import_rate,
+            allowed_registries=tuple(args.allow_registry),
+            insecure_registries=tuple(args.insecure_registry),
+            global_pull_secret=args.global_pull_secret,
+        ),
+    )
+    if args.metrics_bind:
+        host, _, port = args.metrics_bind.rpartition(":")
+        start_http_server(int(port), addr=host or "0.0.0.0", registry=controller.metrics.registry)
+    if not args.leader_elect:
+        controller.run()
+        return 0
+    lease = LeaseOptions(
+        name=args.lease_name, namespace=args.lease_namespace or connection.namespace
+    )
+    run_as_leader(connection.api_client, lease, controller.run)
     return 0
 
 

@@ -11,9 +11,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -135,11 +135,21 @@ def file_index(path: str | Path) -> StreamIndex:
 
 # --- cluster mode ------------------------------------------------------------------------
 
-ListFn = Callable[..., Mapping[str, Any]]
+
+class StreamSink(Protocol):
+    """What a watch feeds: the admission index, or the controller's cache."""
+
+    def replace_all(self, objs: Iterable[Mapping[str, Any]]) -> None: ...
+
+    def upsert(self, obj: Mapping[str, Any]) -> None: ...
+
+    def delete(self, obj: Mapping[str, Any]) -> None: ...
+
+    def __len__(self) -> int: ...
 
 
 class StreamWatcher:
-    """List, then watch all ImageStreams, keeping `index` current.
+    """List, then watch all ImageStreams, keeping `index` (any StreamSink) current.
 
     Resumes from the last resourceVersion after a dropped connection, relists on 410 Gone
     (the version has been compacted away), and backs off while the API server is away.
@@ -147,7 +157,7 @@ class StreamWatcher:
 
     def __init__(
         self,
-        index: StreamIndex,
+        index: StreamSink,
         api: Any,
         *,
         watch_timeout: int = 300,
