@@ -1,0 +1,445 @@
+"""One spec tag → a TagEvent, or an `ImportSuccess=False` condition saying why not.
+
+`import_tag` handles `from.kind: DockerImage`: it asks the registry (through a client that
+satisfies `ManifestSource`, normally `registry.RegistryClient`) what the tag points at and
+returns an `ImportResult` holding either
+
+- `event`: the status history item `{created, dockerImageReference, image, generation}`, with
+  `dockerImageReference` always fully qualified (`docker.io/library/mysql@sha256:…`), or
+- `condition`: `{type: ImportSuccess, status: "False", lastTransitionTime, reason, message,
+  generation}` with reason NotFound, Unauthorized, Forbidden or InternalError,
+
+plus what the status item has no field for: the platforms an index contains, the digest the
+tag pointed at in the registry, and a `Retry-After` the registry asked for.
+
+Import modes (DESIGN.md): `PreserveOriginal`, the default here, pins whatever the tag points
+at (for a multi-arch tag the index digest, so arm64 and amd64 nodes both work) and records the
+index's platforms; `Legacy` pins one platform's manifest, chosen by the tag annotations
+`importer.image.openshift.io/prefer-os` / `prefer-arch`, else linux/amd64 (a single-platform
+manifest is taken as is).
+
+`reference: true` tags are recorded without contacting the registry. `ImageStreamTag` and
+`ImageStreamImage` sources need other streams, which the reconcile loop reads; the pure
+helpers `import_from_stream_tag` and `import_from_stream_image` turn them into results too.
+
+No exception escapes for bad input or a failing registry: both become conditions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from webhook.credentials import Keyring
+from webhook.reference import DEFAULT_TAG, InvalidReference, Reference, parse_normalized
+from webhook.registry import (
+    DEFAULT_PLATFORM,
+    INDEX_MEDIA_TYPES,
+    Manifest,
+    ManifestHead,
+    Platform,
+    RegistryError,
+    Repository,
+    choose_platform,
+    normalize_platform,
+)
+
+PRESERVE_ORIGINAL = "PreserveOriginal"
+LEGACY = "Legacy"
+IMPORT_MODES = (PRESERVE_ORIGINAL, LEGACY)
+DEFAULT_IMPORT_MODE = PRESERVE_ORIGINAL
+PREFER_ARCH_ANNOTATION = "importer.image.openshift.io/prefer-arch"
+PREFER_OS_ANNOTATION = "importer.image.openshift.io/prefer-os"
+CONDITION_TYPE = "ImportSuccess"
+
+NOT_FOUND = "NotFound"
+UNAUTHORIZED = "Unauthorized"
+FORBIDDEN = "Forbidden"
+INTERNAL_ERROR = "InternalError"
+
+SpecTag = Mapping[str, Any]
+
+
+class ManifestSource(Protocol):
+    """What the importer needs from a registry client (RegistryClient satisfies it)."""
+
+    def head_manifest(self, repo: Repository, reference: str) -> ManifestHead: ...
+
+    def get_manifest(self, repo: Repository, reference: str) -> Manifest: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """The outcome of importing one spec tag: exactly one of `event` and `condition`."""
+
+    tag: str
+    event: dict[str, Any] | None = None
+    condition: dict[str, Any] | None = None
+    import_mode: str = DEFAULT_IMPORT_MODE
+    # The digest the tag pointed at in the registry: for a multi-arch tag in Legacy mode the
+    # index digest, while event["image"] is the chosen platform's manifest. Comparing a HEAD
+    # against it tells whether anything changed.
+    manifest_digest: str | None = None
+    media_type: str | None = None
+    platforms: tuple[Platform, ...] = ()  # an index's platforms; () for a single manifest
+    retry_after: float | None = None  # seconds a rate-limiting registry asked us to wait
+    unchanged: bool = False  # a HEAD showed that `previous` still holds; nothing was fetched
+
+    @property
+    def succeeded(self) -> bool:
+        return self.event is not None
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.condition is None else str(self.condition["reason"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Status objects
+
+
+def rfc3339(moment: datetime.datetime) -> str:
+    """Kubernetes' timestamp form: UTC, whole seconds, `Z`."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339_now() -> str:
+    return rfc3339(datetime.datetime.now(datetime.UTC))
+
+
+def tag_event(reference: str, image: str, generation: int, created: str) -> dict[str, Any]:
+    return {
+        "created": created,
+        "dockerImageReference": reference,
+        "image": image,
+        "generation": generation,
+    }
+
+
+def failure_condition(reason: str, message: str, generation: int, when: str) -> dict[str, Any]:
+    return {
+        "type": CONDITION_TYPE,
+        "status": "False",
+        "lastTransitionTime": when,
+        "reason": reason,
+        "message": message,
+        "generation": generation,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a spec tag
+
+
+def spec_generation(spec_tag: SpecTag, fallback: int = 0) -> int:
+    value = spec_tag.get("generation")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return fallback
+
+
+def import_mode_of(spec_tag: SpecTag) -> str:
+    """The tag's importMode; an empty or unknown one means the default (the CRD validates)."""
+    policy = spec_tag.get("importPolicy") or {}
+    mode = policy.get("importMode") if isinstance(policy, Mapping) else None
+    return mode if mode in IMPORT_MODES else DEFAULT_IMPORT_MODE
+
+
+def is_insecure(spec_tag: SpecTag) -> bool:
+    policy = spec_tag.get("importPolicy") or {}
+    return isinstance(policy, Mapping) and policy.get("insecure") is True
+
+
+def preferred_platform(spec_tag: SpecTag) -> Platform:
+    """Legacy mode's platform: the prefer-os/prefer-arch tag annotations, else linux/amd64.
+
+    `prefer-arch` may carry a variant (`arm64/v8`, `arm/v7`), as `--platform` strings do.
+    """
+    annotations = spec_tag.get("annotations") or {}
+    if not isinstance(annotations, Mapping):
+        annotations = {}
+    os_name = str(annotations.get(PREFER_OS_ANNOTATION) or DEFAULT_PLATFORM.os)
+    arch_text = str(annotations.get(PREFER_ARCH_ANNOTATION) or DEFAULT_PLATFORM.architecture)
+    architecture, _, variant = arch_text.partition("/")
+    return normalize_platform(os_name, architecture, variant)
+
+
+def _source_name(spec_tag: SpecTag) -> str:
+    source = spec_tag.get("from") or {}
+    name = source.get("name") if isinstance(source, Mapping) else None
+    return name if isinstance(name, str) else ""
+
+
+def _source_kind(spec_tag: SpecTag) -> str:
+    source = spec_tag.get("from") or {}
+    kind = source.get("kind") if isinstance(source, Mapping) else None
+    return kind if isinstance(kind, str) and kind else "DockerImage"
+
+
+# ---------------------------------------------------------------------------------------------
+# DockerImage
+
+
+def import_tag(
+    spec_tag: SpecTag,
+    *,
+    namespace: str,
+    stream: str,
+    client: ManifestSource,
+    keyring: Keyring | None = None,
+    generation: int | None = None,
+    previous: ImportResult | None = None,
+    now: datetime.datetime | None = None,
+) -> ImportResult:
+    """Import one `from.kind: DockerImage` spec tag of image stream `namespace/stream`.
+
+    `keyring` holds the pull secrets of `namespace` only (see credentials.py). `generation`
+    overrides the spec tag's own (OpenShift uses the stream's metadata.generation when the
+    tag has none). With `previous`, a successful earlier result for the same tag and mode,
+    a HEAD whose digest still matches it returns that result marked `unchanged` without a
+    GET: one request, no pull-limit quota.
+    """
+    tag = str(spec_tag.get("name", ""))
+    gen = generation if generation is not None else spec_generation(spec_tag)
+    when = rfc3339(now or datetime.datetime.now(datetime.UTC))
+    mode = import_mode_of(spec_tag)
+
+    def fail(reason: str, message: str, retry_after: float | None = None) -> ImportResult:
+        condition = failure_condition(reason, message, gen, when)
+        return ImportResult(tag, condition=condition, import_mode=mode, retry_after=retry_after)
+
+    kind = _source_kind(spec_tag)
+    if kind != "DockerImage":
+        return fail(
+            INTERNAL_ERROR,
+            f"tag {tag!r} of image stream {namespace}/{stream} has from.kind {kind}, which is"
+            " resolved from other image streams, not imported from a registry",
+        )
+    name = _source_name(spec_tag)
+    try:
+        ref = parse_normalized(name)
+    except InvalidReference as error:
+        return fail(
+            INTERNAL_ERROR,
+            f"tag {tag!r} of image stream {namespace}/{stream}: from.name is not an image"
+            f" reference: {error.reason} ({name!r})",
+        )
+
+    if spec_tag.get("reference") is True:
+        # Recorded as written (fully qualified), never fetched: the user vouches for it.
+        event = tag_event(str(ref), ref.digest or "", gen, when)
+        return ImportResult(tag, event=event, import_mode=mode, manifest_digest=ref.digest)
+
+    repo = Repository(
+        registry=ref.domain,
+        path=ref.path,
+        credential=keyring.lookup(ref.domain, ref.path) if keyring else None,
+        insecure=is_insecure(spec_tag),
+    )
+    target = ref.digest or ref.tag or DEFAULT_TAG
+    try:
+        if _reusable(previous, mode):
+            assert previous is not None and previous.event is not None
+            head = client.head_manifest(repo, target)
+            if head.digest == previous.manifest_digest:
+                event = dict(previous.event, generation=gen)
+                return dataclasses.replace(previous, event=event, tag=tag, unchanged=True)
+        manifest = client.get_manifest(repo, target)
+        return _result_from_manifest(tag, ref, manifest, spec_tag, mode, gen, when)
+    except RegistryError as error:
+        return fail(error.reason, error.message, error.retry_after)
+
+
+def _reusable(previous: ImportResult | None, mode: str) -> bool:
+    return (
+        previous is not None
+        and previous.succeeded
+        and previous.manifest_digest is not None
+        and previous.import_mode == mode
+    )
+
+
+def _result_from_manifest(
+    tag: str,
+    ref: Reference,
+    manifest: Manifest,
+    spec_tag: SpecTag,
+    mode: str,
+    generation: int,
+    when: str,
+) -> ImportResult:
+    image = manifest.digest
+    platforms: tuple[Platform, ...] = manifest.platforms() if manifest.is_index else ()
+    if manifest.is_index and mode == LEGACY:
+        wanted = preferred_platform(spec_tag)
+        chosen = choose_platform(manifest.manifests, wanted)
+        where = f"{ref.name}:{ref.tag or DEFAULT_TAG}" if not ref.digest else str(ref)
+        if chosen is None:
+            available = ", ".join(str(p) for p in platforms) or "none"
+            message = (
+                f"{where} has no image for {wanted} (it has: {available}); set the tag"
+                f" annotations {PREFER_OS_ANNOTATION} / {PREFER_ARCH_ANNOTATION}, or use"
+                f" importMode {PRESERVE_ORIGINAL} to import every platform"
+            )
+            return ImportResult(
+                tag,
+                condition=failure_condition(NOT_FOUND, message, generation, when),
+                import_mode=mode,
+                manifest_digest=manifest.digest,
+                media_type=manifest.media_type,
+                platforms=platforms,
+            )
+        if chosen.media_type in INDEX_MEDIA_TYPES:
+            message = f"{where}: the entry for {wanted} is itself an index; not supported"
+            return ImportResult(
+                tag,
+                condition=failure_condition(INTERNAL_ERROR, message, generation, when),
+                import_mode=mode,
+            )
+        image = chosen.digest
+        platforms = (chosen.platform,) if chosen.platform else ()
+    event = tag_event(str(ref.with_digest(image)), image, generation, when)
+    return ImportResult(
+        tag,
+        event=event,
+        import_mode=mode,
+        manifest_digest=manifest.digest,
+        media_type=manifest.media_type,
+        platforms=platforms,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageStreamTag and ImageStreamImage (pure: the caller fetches the source stream)
+
+
+def _status_tag(stream: Mapping[str, Any], tag: str) -> Mapping[str, Any] | None:
+    for item in (stream.get("status") or {}).get("tags") or []:
+        if isinstance(item, Mapping) and item.get("tag") == tag:
+            return item
+    return None
+
+
+def current_item(stream: Mapping[str, Any], tag: str) -> Mapping[str, Any] | None:
+    """The tag's current image (`items[0]`) in a stream's status, or None."""
+    status_tag = _status_tag(stream, tag)
+    items = (status_tag or {}).get("items") or []
+    return items[0] if items and isinstance(items[0], Mapping) else None
+
+
+def find_in_history(stream: Mapping[str, Any], digest: str) -> Mapping[str, Any] | None:
+    """The newest history item of any tag whose image is `digest`, or None."""
+    found: Mapping[str, Any] | None = None
+    for status_tag in (stream.get("status") or {}).get("tags") or []:
+        if not isinstance(status_tag, Mapping):
+            continue
+        for item in status_tag.get("items") or []:
+            if isinstance(item, Mapping) and item.get("image") == digest:
+                if found is None or str(item.get("created", "")) > str(found.get("created", "")):
+                    found = item
+                break  # items are newest first
+    return found
+
+
+def _copy_event(
+    tag: str, item: Mapping[str, Any], generation: int, when: str, mode: str
+) -> ImportResult:
+    image = str(item.get("image", ""))
+    event = tag_event(str(item.get("dockerImageReference", "")), image, generation, when)
+    return ImportResult(tag, event=event, import_mode=mode, manifest_digest=image or None)
+
+
+def _stream_failure(
+    spec_tag: SpecTag, reason: str, message: str, generation: int, when: str
+) -> ImportResult:
+    return ImportResult(
+        str(spec_tag.get("name", "")),
+        condition=failure_condition(reason, message, generation, when),
+        import_mode=import_mode_of(spec_tag),
+    )
+
+
+def import_from_stream_tag(
+    spec_tag: SpecTag,
+    source: Mapping[str, Any] | None,
+    *,
+    source_namespace: str,
+    generation: int | None = None,
+    now: datetime.datetime | None = None,
+) -> ImportResult:
+    """`from: {kind: ImageStreamTag, name: "stream:tag"}` → the source tag's current image.
+
+    Within one stream this is an alias that the reconcile loop re-runs whenever the source
+    tag moves; across streams the reconcile loop runs it once. `source` is the source
+    ImageStream object (None when it does not exist). Whether the stream's namespace may
+    read a source in another namespace is the caller's check.
+    """
+    tag = str(spec_tag.get("name", ""))
+    gen = generation if generation is not None else spec_generation(spec_tag)
+    when = rfc3339(now or datetime.datetime.now(datetime.UTC))
+    name = _source_name(spec_tag)
+    stream_name, _, source_tag = name.partition(":")
+    source_tag = source_tag or DEFAULT_TAG
+    if not stream_name or "@" in name:
+        return _stream_failure(
+            spec_tag,
+            INTERNAL_ERROR,
+            f"tag {tag!r}: ImageStreamTag source {name!r} is not of the form STREAM:TAG",
+            gen,
+            when,
+        )
+    where = f"{source_namespace}/{stream_name}:{source_tag}"
+    if source is None:
+        message = f"image stream {source_namespace}/{stream_name} (source of tag {tag!r}) not found"
+        return _stream_failure(spec_tag, NOT_FOUND, message, gen, when)
+    item = current_item(source, source_tag)
+    if item is None:
+        message = f"image stream tag {where} (source of tag {tag!r}) has no image yet"
+        return _stream_failure(spec_tag, NOT_FOUND, message, gen, when)
+    return _copy_event(tag, item, gen, when, import_mode_of(spec_tag))
+
+
+def import_from_stream_image(
+    spec_tag: SpecTag,
+    source: Mapping[str, Any] | None,
+    *,
+    source_namespace: str,
+    generation: int | None = None,
+    now: datetime.datetime | None = None,
+) -> ImportResult:
+    """`from: {kind: ImageStreamImage, name: "stream@sha256:…"}` → that image from the source
+    stream's history. This is how a rollback is written: pin a tag to an earlier image."""
+    tag = str(spec_tag.get("name", ""))
+    gen = generation if generation is not None else spec_generation(spec_tag)
+    when = rfc3339(now or datetime.datetime.now(datetime.UTC))
+    name = _source_name(spec_tag)
+    stream_name, _, digest = name.partition("@")
+    if not stream_name or not digest:
+        return _stream_failure(
+            spec_tag,
+            INTERNAL_ERROR,
+            f"tag {tag!r}: ImageStreamImage source {name!r} is not of the form STREAM@DIGEST",
+            gen,
+            when,
+        )
+    if source is None:
+        message = f"image stream {source_namespace}/{stream_name} (source of tag {tag!r}) not found"
+        return _stream_failure(spec_tag, NOT_FOUND, message, gen, when)
+    item = find_in_history(source, digest)
+    if item is None:
+        message = (
+            f"image {digest} is not in the history of image stream"
+            f" {source_namespace}/{stream_name} (source of tag {tag!r})"
+        )
+        return _stream_failure(spec_tag, NOT_FOUND, message, gen, when)
+    return _copy_event(tag, item, gen, when, import_mode_of(spec_tag))
+
+
+def platform_strings(platforms: Sequence[Platform]) -> list[str]:
+    """`["linux/amd64", "linux/arm64/v8"]`: for logs, events and `describe`."""
+    return [str(platform) for platform in platforms]
