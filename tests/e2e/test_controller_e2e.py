@@ -1,0 +1,269 @@
+"""The import controller against the real API server and the loopback registry.
+
+These tests stop the cluster's own controller and run their own replicas with a short
+scheduled interval and their own Lease, so that scheduling and fail-over can be watched in
+seconds; the cluster's controller is started again afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import tarfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Namespace
+from localcluster import Cluster, tool
+
+pytestmark = pytest.mark.e2e
+
+INTERVAL = "3s"
+
+
+def push(cluster: Cluster, ref: str, content: str, work: Path) -> str:
+    """Push a one-layer image holding `content` as `ref`; return its digest."""
+    (work / "data.txt").write_text(content)
+    layer = work / f"layer-{abs(hash(content))}.tar.gz"
+    with tarfile.open(layer, "w:gz") as tar:
+        tar.add(work / "data.txt", arcname="data.txt")
+    crane = str(tool("crane"))
+    subprocess.run(
+        [crane, "append", "--oci-empty-base", "-f", str(layer), "-t", ref],
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run([crane, "digest", ref], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+class Controllers:
+    """Controller replicas started by a test, each a real `imagestreams controller`."""
+
+    def __init__(self, cluster: Cluster, logs: Path, lease: str) -> None:
+        self.cluster, self.logs, self.lease = cluster, logs, lease
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *extra: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"controller-{len(self.procs)}.log").open("wb")
+        proc = subprocess.Popen(
+            [
+                str(self.cluster.imagestreams_bin), "controller",
+                "--kubeconfig", str(self.cluster.kubeconfig),
+                "--allow-registry", self.cluster.registry,
+                "--insecure-registry", self.cluster.registry,
+                "--scheduled-interval", INTERVAL,
+                "--lease-name", self.lease, "-n", "default",
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def log(self, i: int) -> str:
+        return (self.logs / f"controller-{i}.log").read_text()
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+@pytest.fixture
+def controllers(
+    cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Controllers]:
+    cluster.stop_controller()
+    lease = f"e2e-{abs(hash(request.node.name)) % 10**8}"
+    running = Controllers(cluster, tmp_path, lease)
+    yield running
+    running.stop_all()
+    cluster.start_controller()
+
+
+def stream(ns: Namespace, name: str, tags: list[dict[str, Any]]) -> None:
+    ns.cluster.apply(
+        {
+            "apiVersion": "image.openshift.io/v1",
+            "kind": "ImageStream",
+            "metadata": {"name": name, "namespace": ns.name},
+            "spec": {"lookupPolicy": {"local": True}, "tags": tags},
+        }
+    )
+
+
+def history(ns: Namespace, name: str, tag: str) -> list[str]:
+    out = ns.kubectl("get", "imagestream", name, "-o", "json").stdout
+    for entry in json.loads(out).get("status", {}).get("tags") or []:
+        if entry["tag"] == tag:
+            return [item["image"] for item in entry.get("items") or []]
+    return []
+
+
+def conditions(ns: Namespace, name: str, tag: str) -> list[dict[str, Any]]:
+    out = ns.kubectl("get", "imagestream", name, "-o", "json").stdout
+    for entry in json.loads(out).get("status", {}).get("tags") or []:
+        if entry["tag"] == tag:
+            return list(entry.get("conditions") or [])
+    return []
+
+
+def wait_for(cluster: Cluster, what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+    cluster.wait(what, check, timeout)
+
+
+def test_scheduled_tag_is_reimported_and_history_keeps_both(
+    namespace: Namespace, controllers: Controllers, tmp_path: Path
+) -> None:
+    repo = f"{namespace.cluster.registry}/{namespace.name}/sched"
+    first = push(namespace.cluster, f"{repo}:1", "one", tmp_path)
+    controllers.start()
+    stream(
+        namespace,
+        "sched",
+        [
+            {
+                "name": "1",
+                "from": {"kind": "DockerImage", "name": f"{repo}:1"},
+                "importPolicy": {"scheduled": True, "insecure": True},
+            },
+            {"name": "latest", "from": {"kind": "ImageStreamTag", "name": "1"}},
+        ],
+    )
+    wait_for(
+        namespace.cluster, "the first import", lambda: history(namespace, "sched", "1") == [first]
+    )
+    wait_for(
+        namespace.cluster, "the alias", lambda: history(namespace, "sched", "latest") == [first]
+    )
+    assert namespace.dry_run_pod("sched:1") == f"{repo}@{first}"
+
+    second = push(namespace.cluster, f"{repo}:1", "two", tmp_path)
+    wait_for(
+        namespace.cluster,
+        "the scheduled re-import",
+        lambda: history(namespace, "sched", "1") == [second, first],
+        timeout=30,
+    )
+    wait_for(
+        namespace.cluster,
+        "the alias to follow",
+        lambda: history(namespace, "sched", "latest")[:1] == [second],
+    )
+    namespace.sync()
+    assert namespace.dry_run_pod("sched:latest") == f"{repo}@{second}"
+
+
+def test_unchanged_scheduled_tag_causes_no_writes(
+    namespace: Namespace, controllers: Controllers, tmp_path: Path
+) -> None:
+    repo = f"{namespace.cluster.registry}/{namespace.name}/quiet"
+    digest = push(namespace.cluster, f"{repo}:1", "quiet", tmp_path)
+    port = free_port()
+    controllers.start("--metrics-bind", f"127.0.0.1:{port}")
+    stream(
+        namespace,
+        "quiet",
+        [
+            {
+                "name": "1",
+                "from": {"kind": "DockerImage", "name": f"{repo}:1"},
+                "importPolicy": {"scheduled": True},
+            }
+        ],
+    )
+    wait_for(namespace.cluster, "the import", lambda: history(namespace, "quiet", "1") == [digest])
+    version = namespace.get("imagestream", "quiet", "{.metadata.resourceVersion}")
+    before = metrics(port)
+    time.sleep(8)  # two or more scheduled checks at 3s
+    after = metrics(port)
+    assert namespace.get("imagestream", "quiet", "{.metadata.resourceVersion}") == version
+    assert after["writes"] == before["writes"]  # nothing changed: no API write
+    assert after["head"] >= before["head"] + 2  # each check is one HEAD ...
+    assert after["get"] == before["get"]  # ... and no manifest GET
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def metrics(port: int) -> dict[str, float]:
+    """Status writes and manifest HEAD/GET requests, from the controller's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    totals = {"writes": 0.0, "head": 0.0, "get": 0.0}
+    for line in text.splitlines():
+        if line.startswith("imagestreams_status_writes_total"):
+            totals["writes"] += float(line.split()[-1])
+        elif line.startswith("imagestreams_registry_requests_total"):
+            for method in ("HEAD", "GET"):
+                if f'method="{method}"' in line and 'code="200"' in line:
+                    totals[method.lower()] += float(line.split()[-1])
+    return totals
+
+
+def test_missing_tag_fails_then_imports_after_backoff(
+    namespace: Namespace, controllers: Controllers, tmp_path: Path
+) -> None:
+    repo = f"{namespace.cluster.registry}/{namespace.name}/late"
+    controllers.start()
+    stream(namespace, "late", [{"name": "1", "from": {"kind": "DockerImage", "name": f"{repo}:1"}}])
+    wait_for(
+        namespace.cluster,
+        "the NotFound condition",
+        lambda: [c.get("reason") for c in conditions(namespace, "late", "1")] == ["NotFound"],
+    )
+    events = namespace.kubectl("get", "events", "-o", "json").stdout
+    assert "ImportFailed" in events
+    digest = push(namespace.cluster, f"{repo}:1", "late", tmp_path)
+    wait_for(
+        namespace.cluster,
+        "the retried import",
+        lambda: history(namespace, "late", "1") == [digest],
+        timeout=60,
+    )
+    assert conditions(namespace, "late", "1") == []
+
+
+def test_killing_the_leader_lets_the_other_replica_import(
+    namespace: Namespace, controllers: Controllers, tmp_path: Path
+) -> None:
+    repo = f"{namespace.cluster.registry}/{namespace.name}/ha"
+    first = push(namespace.cluster, f"{repo}:1", "ha-1", tmp_path)
+    leader = controllers.start()
+    time.sleep(3)  # let the first replica take the lease
+    controllers.start()
+    stream(namespace, "ha", [{"name": "1", "from": {"kind": "DockerImage", "name": f"{repo}:1"}}])
+    wait_for(
+        namespace.cluster, "the leader's import", lambda: history(namespace, "ha", "1") == [first]
+    )
+    assert "leads" in controllers.log(0)
+    assert "leads" not in controllers.log(1)
+
+    os.killpg(leader.pid, signal.SIGKILL)
+    leader.wait(10)
+    second = push(namespace.cluster, f"{repo}:2", "ha-2", tmp_path)
+    namespace.kubectl(
+        "patch", "imagestream", "ha", "--type=json", "-p",
+        json.dumps([{"op": "add", "path": "/spec/tags/-", "value": {
+            "name": "2", "from": {"kind": "DockerImage", "name": f"{repo}:2"}}}]),
+    )  # fmt: skip
+    wait_for(
+        namespace.cluster,
+        "the other replica to take over and import",
+        lambda: history(namespace, "ha", "2") == [second],
+        timeout=60,
+    )
+    assert "leads" in controllers.log(1)
