@@ -177,7 +177,7 @@ def resolve_image(
             f"image stream tag {namespace}/{entry.name}:{tag} has no image yet "
             f"(not imported); {image} left as is"
         )
-    return pinned, None
+    return pinned, entry.notes.get(tag)
 
 
 # --- reading objects ---------------------------------------------------------------------

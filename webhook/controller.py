@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from webhook import importer, streams
+from webhook import importer, mirror, streams
 from webhook.controller_metrics import ControllerMetrics
-from webhook.credentials import DOCKERCFG_TYPE, DOCKERCONFIGJSON_TYPE, Keyring
+from webhook.credentials import DOCKERCFG_TYPE, DOCKERCONFIGJSON_TYPE, Credential, Keyring
 from webhook.importer import ImportResult
 from webhook.kube import GROUP, PLURAL, VERSION
 from webhook.ratelimit import ImportLimiter
@@ -57,6 +57,14 @@ class ControllerOptions:
     global_pull_secret: str | None = None  # "namespace/name"
     max_backoff: float = MAX_BACKOFF
     secret_cache_seconds: float = 30.0
+    # Reference policy Local (mirror.py): the in-cluster registry, off when None.
+    local_registry: str | None = None  # HOST[:PORT], as nodes pull from it
+    local_registry_endpoint: str = ""  # HOST[:PORT] to push to, when it differs
+    local_registry_insecure: bool = False
+    local_registry_ca: str | None = None  # CA bundle file
+    local_registry_secret: str | None = None  # "namespace/name", dockerconfigjson
+    history_limit: int = mirror.DEFAULT_HISTORY_LIMIT
+    mirror_workers: int = 2
 
 
 # --- per-tag memory ----------------------------------------------------------------------
@@ -192,6 +200,7 @@ class StreamCache:
         self._objects: dict[Key, Mapping[str, Any]] = {}
         self._lock = threading.Lock()
         self._queue = queue
+        self.deleted: list[Callable[[Mapping[str, Any]], object]] = []  # get the last copy
         self.listed = threading.Event()
 
     def get(self, key: Key) -> Mapping[str, Any] | None:
@@ -222,6 +231,8 @@ class StreamCache:
         key = _key(obj)
         with self._lock:
             self._objects.pop(key, None)
+        for listener in self.deleted:
+            listener(obj)
         self._queue.add(key)
 
 
@@ -232,7 +243,8 @@ def _key(obj: Mapping[str, Any]) -> Key:
 
 # --- the controller ----------------------------------------------------------------------
 
-StreamListener = Callable[[Mapping[str, Any]], None]
+# Called with (before, after) when a status write moved a tag's current image.
+StreamListener = Callable[[Mapping[str, Any], Mapping[str, Any]], object]
 
 
 class Controller:
@@ -270,6 +282,33 @@ class Controller:
         self.listeners: list[StreamListener] = []
         self._secrets: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._stop = threading.Event()
+        self.mirror: mirror.MirrorWorker | None = None
+        if options.local_registry:
+            local = mirror.LocalRegistry(
+                options.local_registry,
+                options.local_registry_endpoint,
+                options.local_registry_insecure,
+                self._local_credential(),
+            )
+            mirrorer = mirror.Mirrorer.create(
+                local,
+                ClientConfig(
+                    allowed_registries=options.allowed_registries,
+                    insecure_registries=options.insecure_registries,
+                ),
+                ca_bundle=options.local_registry_ca,
+                on_response=self._count_response,
+            )
+            self.mirror = mirror.MirrorWorker(
+                mirrorer,
+                mirror.ConditionWriter(self.custom),
+                keyring_for=self._keyring,
+                workers=options.mirror_workers,
+                history_limit=options.history_limit,
+                metrics=mirror.MirrorMetrics(self.metrics.registry),
+            )
+            worker = self.mirror
+            self.cache.deleted.append(lambda obj: worker.prune(obj, None))
 
     # -- running ---------------------------------------------------------------------------
 
@@ -277,6 +316,8 @@ class Controller:
         """Watch and work until `stop()`; blocks."""
         from webhook.index import StreamWatcher
 
+        if self.mirror is not None:
+            self.mirror.start()
         watcher = StreamWatcher(self.cache, self.custom).start()
         workers = [
             threading.Thread(target=self._work, name=f"import-{i}", daemon=True)
@@ -289,6 +330,8 @@ class Controller:
         self.queue.close()
         for worker in workers:
             worker.join(timeout=10)
+        if self.mirror is not None:
+            self.mirror.stop()
 
     def stop(self) -> None:
         self._stop.set()
@@ -340,9 +383,19 @@ class Controller:
             for spec, why in due_tags(stream, state, now, self.options.scheduled_interval)
         ]
         results += self._stream_sourced(obj, stream, results)
-        if results:
-            self._write_status(key, obj, results)
+        written = None
+        if results or self._local_repository_missing(obj):
+            written = self._write_status(key, obj, results)
+        if self.mirror is not None:
+            self.mirror.submit(written or obj)
         return next_visit(stream, state, self.clock())
+
+    def _local_repository_missing(self, obj: Mapping[str, Any]) -> bool:
+        if not self.options.local_registry:
+            return False
+        key = _key(obj)
+        wanted = mirror.local_repository(self.options.local_registry, *key)
+        return (obj.get("status") or {}).get("dockerImageRepository") != wanted
 
     def _import_registry_tag(
         self, stream: ImageStream, spec: TagReference, why: str, state: StreamState
@@ -461,7 +514,9 @@ class Controller:
 
     # -- writing status --------------------------------------------------------------------
 
-    def _write_status(self, key: Key, obj: Mapping[str, Any], results: list[ImportResult]) -> None:
+    def _write_status(
+        self, key: Key, obj: Mapping[str, Any], results: list[ImportResult]
+    ) -> Mapping[str, Any] | None:
         """Fold `results` into status and write it, unless nothing changed.
 
         On a conflict the same results are folded into a fresh read: whatever another
@@ -471,9 +526,17 @@ class Controller:
 
         for attempt in range(_CONFLICT_RETRIES):
             status_tags, changed = apply_results(_status_tags(obj), results)
+            if self.options.local_registry:
+                status_tags, trimmed = mirror.trim_history(status_tags, self.options.history_limit)
+                repository = mirror.local_repository(self.options.local_registry, *key)
+                body, moved = mirror.with_local_repository(
+                    with_status_tags(obj, status_tags), repository
+                )
+                changed = changed or trimmed or moved
+            else:
+                body = with_status_tags(obj, status_tags)
             if not changed:
-                return
-            body = with_status_tags(obj, status_tags)
+                return None
             try:
                 written = cast(
                     Mapping[str, Any],
@@ -486,11 +549,14 @@ class Controller:
                     obj = self._read(key)
                     continue
                 if err.status == 404:
-                    return  # deleted meanwhile
+                    return None  # deleted meanwhile
                 raise
             self.metrics.status_writes.inc()
             self._after_write(obj, written, results)
-            return
+            if self.mirror is not None:
+                self.mirror.prune(obj, written)
+            return written
+        return None
 
     def _read(self, key: Key) -> Mapping[str, Any]:
         obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, key[0], PLURAL, key[1])
@@ -505,7 +571,7 @@ class Controller:
         if current_images(before) != current_images(after):
             for listener in self.listeners:
                 try:
-                    listener(after)
+                    listener(before, after)
                 except Exception:
                     log.exception("stream listener failed")
 
@@ -539,6 +605,18 @@ class Controller:
             log.debug("could not record event: %s", err)
 
     # -- credentials and permissions -------------------------------------------------------
+
+    def _local_credential(self) -> Credential | None:
+        """Push (and delete) credentials for the local registry, read once at start."""
+        if not self.options.local_registry_secret:
+            return None
+        namespace, _, name = self.options.local_registry_secret.partition("/")
+        secret = self.api_client.sanitize_for_serialization(
+            self.core.read_namespaced_secret(name, namespace)
+        )
+        keyring = Keyring([secret])
+        endpoint = self.options.local_registry_endpoint or self.options.local_registry or ""
+        return keyring.lookup(endpoint) or keyring.lookup(self.options.local_registry or "")
 
     def _keyring(self, namespace: str) -> Keyring:
         """Pull secrets of the stream's own namespace, and the global one: never others."""

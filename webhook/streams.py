@@ -22,6 +22,7 @@ LOCAL_POLICY = "Local"
 PRESERVE_ORIGINAL = "PreserveOriginal"
 LEGACY = "Legacy"
 IMPORT_SUCCESS = "ImportSuccess"
+MIRRORED = "Mirrored"  # tag condition: the current image is copied to the local registry
 
 # Aliases can chain (latest → 8 → 8.0); a longer chain is a loop or a mistake.
 _MAX_ALIAS_DEPTH = 10
@@ -302,9 +303,23 @@ def pinned_reference(stream: ImageStream, tag: str) -> str | None:
     if digest is None:
         return str(source)
     spec = stream.spec_tag(tag)
-    if spec is not None and spec.reference_policy == LOCAL_POLICY and stream.status_repository:
+    local = spec is not None and spec.reference_policy == LOCAL_POLICY
+    if local and is_mirrored(stream.history(tag), digest, stream.status_repository):
         return f"{stream.status_repository}@{digest}"
+    # Source policy, or Local not copied yet (admission warns): the source.
     return str(source.with_digest(digest))
+
+
+def is_mirrored(history: TagHistory | None, digest: str, repository: str) -> bool:
+    """Whether the tag's copy of `digest` in `repository` is complete (mirror.py writes
+    the condition; its message names exactly that repository and digest)."""
+    if history is None or not repository:
+        return False
+    message = f"mirrored to {repository}@{digest}"
+    return any(
+        c.type == MIRRORED and c.status == "True" and c.message == message
+        for c in history.conditions
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,23 +327,40 @@ class StreamEntry:
     """What admission needs of one stream, computed once when the stream changes.
 
     `images` maps every tag named in spec or status to its pinned reference, or to None
-    when the tag exists but has no image yet.
+    when the tag exists but has no image yet. `notes` holds, for tags resolved with a
+    caveat, the warning admission returns with the answer.
     """
 
     namespace: str
     name: str
     lookup_local: bool
     images: Mapping[str, str | None]
+    notes: Mapping[str, str] = field(default_factory=dict)
 
 
 def stream_entry(stream: ImageStream) -> StreamEntry:
     tags = dict.fromkeys([t.name for t in stream.spec_tags] + [h.tag for h in stream.status_tags])
+    images = {tag: pinned_reference(stream, tag) for tag in tags}
     return StreamEntry(
         namespace=stream.namespace,
         name=stream.name,
         lookup_local=stream.lookup_local,
-        images={tag: pinned_reference(stream, tag) for tag in tags},
+        images=images,
+        notes={
+            tag: f"image stream tag {stream.namespace}/{stream.name}:{tag} has reference "
+            "policy Local but its copy in the local registry is not complete yet; "
+            "the source image is used"
+            for tag, image in images.items()
+            if image is not None and _awaiting_local_copy(stream, tag, image)
+        },
     )
+
+
+def _awaiting_local_copy(stream: ImageStream, tag: str, image: str) -> bool:
+    spec = stream.spec_tag(tag)
+    if spec is None or spec.reference_policy != LOCAL_POLICY or "@" not in image:
+        return False
+    return not (stream.status_repository and image.startswith(stream.status_repository + "@"))
 
 
 # --- generations and history (the controller's rules) ------------------------------------
@@ -375,14 +407,20 @@ def record_event(
     items = entry.setdefault("items", []) or []
     entry["items"] = items
     head = items[0] if items else None
+    conditions = entry.get("conditions") or []
     if head is not None and _same_image(head, event):
-        changed = head.get("generation") != event.get("generation") or bool(entry.get("conditions"))
+        # Same image: a failed import is answered; what speaks of the image (Mirrored) stays.
+        kept = [c for c in conditions if c.get("type") != IMPORT_SUCCESS]
+        changed = head.get("generation") != event.get("generation") or len(kept) < len(conditions)
         items[0] = {**head, "generation": event.get("generation")}
     else:
         items.insert(0, dict(event))
-        changed = True
+        kept, changed = [], True  # a new image: every condition spoke of the old one
     if changed:
-        entry.pop("conditions", None)
+        if kept:
+            entry["conditions"] = kept
+        else:
+            entry.pop("conditions", None)
     return result, changed
 
 

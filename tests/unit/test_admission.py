@@ -154,8 +154,8 @@ def test_resolve_names_annotation_still_never_rewrites_digests() -> None:
     assert resolve("Pod", obj)[0] == []
 
 
-def test_local_reference_policy_uses_the_stream_repository() -> None:
-    local = image_stream(
+def _local_stream() -> dict:
+    return image_stream(
         "app",
         tags={"1": f"quay.io/x/app@{DIGEST_A}"},
         spec_tags=[
@@ -167,8 +167,28 @@ def test_local_reference_policy_uses_the_stream_repository() -> None:
         ],
         repository="registry.local:5000/team/app",
     )
+
+
+def test_local_reference_policy_uses_the_stream_repository() -> None:
+    local = _local_stream()
+    local["status"]["tags"][0]["conditions"] = [
+        {
+            "type": "Mirrored",
+            "status": "True",
+            "message": f"mirrored to registry.local:5000/team/app@{DIGEST_A}",
+        }
+    ]
     answer = admit(review("Pod", workload("Pod", pod_spec("app:1"))), index_of(local))
     assert decoded_patch(answer)[0]["value"] == f"registry.local:5000/team/app@{DIGEST_A}"
+    assert "warnings" not in answer["response"]
+
+
+def test_local_tag_not_yet_mirrored_resolves_to_the_source_with_a_warning() -> None:
+    answer = admit(review("Pod", workload("Pod", pod_spec("app:1"))), index_of(_local_stream()))
+    assert decoded_patch(answer)[0]["value"] == f"quay.io/x/app@{DIGEST_A}"
+    [warning] = answer["response"]["warnings"]
+    assert "team/app:1 has reference policy Local" in warning
+    assert "not complete yet" in warning
 
 
 @pytest.mark.parametrize(

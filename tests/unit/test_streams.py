@@ -130,6 +130,15 @@ def test_local_policy_without_a_local_repository_falls_back_to_source() -> None:
     obj["spec"]["tags"][0]["referencePolicy"] = {"type": "Local"}
     assert pinned_reference(parse_image_stream(obj), "1") == f"quay.io/x/app@{DIGEST_A}"
     obj["status"]["dockerImageRepository"] = "reg.local/team/app"
+    # Named but not copied yet: still the source.
+    assert pinned_reference(parse_image_stream(obj), "1") == f"quay.io/x/app@{DIGEST_A}"
+    obj["status"]["tags"][0]["conditions"] = [
+        {
+            "type": "Mirrored",
+            "status": "True",
+            "message": f"mirrored to reg.local/team/app@{DIGEST_A}",
+        }
+    ]
     assert pinned_reference(parse_image_stream(obj), "1") == f"reg.local/team/app@{DIGEST_A}"
 
 
