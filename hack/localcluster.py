@@ -49,7 +49,6 @@ CACHE_DIR = Path(os.environ.get("IMAGESTREAMS_CACHE", Path.home() / ".cache" / "
 TOOLS_BIN = CACHE_DIR / "bin"
 SERVICE_CIDR = "10.0.0.0/24"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
-CRD_NAME = "imagestreams.image.openshift.io"
 SMOKE_NAMESPACE = "imagestreams-smoke"
 # Namespaces the webhook never sees: the control plane's own, and the project's.
 EXCLUDED_NAMESPACES = ["kube-system", "kube-node-lease", "imagestreams-system"]
@@ -683,11 +682,12 @@ class Cluster:
         return self.is_running("controller")
 
     def _install_crd(self) -> None:
-        crd = self.repo_root / "charts" / "imagestreams" / "crds" / "imagestreams.yaml"
-        if not crd.exists():
-            raise ClusterError(f"{crd} not found: the CRD is needed before the webhook starts")
-        self.kubectl("apply", "-f", str(crd))
-        self.kubectl("wait", "--for=condition=established", "--timeout=60s", f"crd/{CRD_NAME}")
+        """The chart's CRDs (ImageStream, ImagePolicy), as `helm install` would."""
+        crds = self.repo_root / "charts" / "imagestreams" / "crds"
+        if not (crds / "imagestreams.yaml").exists():
+            raise ClusterError(f"{crds}/imagestreams.yaml not found: the CRD comes first")
+        self.kubectl("apply", "-f", str(crds))
+        self.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
 
     def webhook_configuration(self) -> dict[str, Any]:
         ca_bundle = base64.b64encode((self.webhook_certs / "ca.crt").read_bytes()).decode()

@@ -1,4 +1,4 @@
-"""The Flask app: POST /mutate, GET /healthz, /readyz, /metrics. Thin by design."""
+"""The Flask app: POST /mutate and /validate, GET /healthz, /readyz, /metrics. Thin by design."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import Flask, Response, request
 
 from webhook import admission
 from webhook.metrics import Metrics, new_metrics
 from webhook.streams import StreamEntry
+
+if TYPE_CHECKING:
+    from webhook.policy_index import PolicyIndex
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +40,18 @@ class Index(Protocol):
 class AppConfig:
     index: Index
     max_body_bytes: int = MAX_BODY_BYTES
+    policy: PolicyIndex | None = None  # None: /validate allows everything
 
 
 def create_app(config: AppConfig, metrics: Metrics | None = None) -> Flask:
     app = Flask("imagestreams")
     metrics = metrics or new_metrics()
     index = config.index
+    policy_metrics = None
+    if config.policy is not None:
+        from webhook.policy_index import new_policy_metrics
+
+        policy_metrics = new_policy_metrics(metrics.registry)
 
     @app.post("/mutate")
     def mutate() -> Response:
@@ -62,6 +71,26 @@ def create_app(config: AppConfig, metrics: Metrics | None = None) -> Flask:
         _observe(metrics, review, outcome, started)
         return _json(admission.respond(review["uid"], outcome))
 
+    @app.post("/validate")
+    def validate() -> Response:
+        from webhook.policy_index import answer
+
+        data = _read_body(config.max_body_bytes)
+        if data is None:
+            return _bad_request(f"body is larger than {config.max_body_bytes} bytes", metrics)
+        try:
+            review = admission.parse_review(json.loads(data))
+        except admission.BadReview as err:
+            return _bad_request(str(err), metrics)
+        except (ValueError, UnicodeDecodeError):
+            return _bad_request("body is not valid JSON", metrics)
+        if config.policy is None:
+            return _json(admission.respond(review["uid"], admission.Outcome()))
+        if not config.policy.ready:
+            # An error, not an answer: the registration's failurePolicy decides.
+            return _json({"error": "image policy index not loaded yet"}, 503)
+        return _json(answer(review, config.policy, policy_metrics))
+
     @app.get("/healthz")
     def healthz() -> Response:
         return _json({"status": "ok"})
@@ -70,6 +99,8 @@ def create_app(config: AppConfig, metrics: Metrics | None = None) -> Flask:
     def readyz() -> Response:
         if not index.ready:
             return _json({"status": "image stream index not loaded yet"}, 503)
+        if config.policy is not None and not config.policy.ready:
+            return _json({"status": "image policy index not loaded yet"}, 503)
         return _json({"status": "ok", "streams": len(index)})
 
     @app.get("/metrics")

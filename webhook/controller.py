@@ -31,6 +31,7 @@ from webhook.controller_metrics import ControllerMetrics
 from webhook.credentials import DOCKERCFG_TYPE, DOCKERCONFIGJSON_TYPE, Credential, Keyring
 from webhook.importer import ImportResult
 from webhook.kube import GROUP, PLURAL, VERSION
+from webhook.policy_labels import PolicyLabeler
 from webhook.ratelimit import ImportLimiter
 from webhook.reference import InvalidReference, parse_normalized
 from webhook.registry import ClientConfig, RegistryClient
@@ -282,6 +283,9 @@ class Controller:
         self.listeners: list[StreamListener] = []
         self._secrets: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._stop = threading.Event()
+        # Policies (policy_labels.py): namespace labels for the enforced webhook, and
+        # `allowedRegistriesForImport` checked again at import time. Started with run().
+        self.policy: PolicyLabeler | None = None
         self.mirror: mirror.MirrorWorker | None = None
         if options.local_registry:
             local = mirror.LocalRegistry(
@@ -318,6 +322,7 @@ class Controller:
 
         if self.mirror is not None:
             self.mirror.start()
+        self.policy = PolicyLabeler(self.api_client).start()
         watcher = StreamWatcher(self.cache, self.custom).start()
         workers = [
             threading.Thread(target=self._work, name=f"import-{i}", daemon=True)
@@ -327,6 +332,7 @@ class Controller:
             worker.start()
         self._stop.wait()
         watcher.stop()
+        self.policy.stop()
         self.queue.close()
         for worker in workers:
             worker.join(timeout=10)
@@ -405,18 +411,27 @@ class Controller:
         generation = streams.tag_generation(stream, spec)
         registry = _registry_of(spec)
         started = self.clock()
-        if not spec.reference:
-            self.limiter.wait(registry)
-        previous = _same_repository(tag.previous or _previous_from_status(stream, spec), spec)
-        result = importer.import_tag(
-            spec_dict,
-            namespace=stream.namespace,
-            stream=stream.name,
-            client=self.registry,
-            keyring=None if spec.reference else self._keyring(stream.namespace),
-            generation=generation,
-            previous=previous,
-        )
+        denial = self._import_denial(stream, spec)
+        if denial is not None:
+            condition = importer.failure_condition(
+                importer.FORBIDDEN, denial, generation, importer.rfc3339(_utcnow())
+            )
+            result = ImportResult(
+                spec.name, condition=condition, import_mode=importer.import_mode_of(spec_dict)
+            )
+        else:
+            if not spec.reference:
+                self.limiter.wait(registry)
+            previous = _same_repository(tag.previous or _previous_from_status(stream, spec), spec)
+            result = importer.import_tag(
+                spec_dict,
+                namespace=stream.namespace,
+                stream=stream.name,
+                client=self.registry,
+                keyring=None if spec.reference else self._keyring(stream.namespace),
+                generation=generation,
+                previous=previous,
+            )
         now = self.clock()
         tag.last_checked = now
         if result.succeeded:
@@ -436,6 +451,14 @@ class Controller:
             tag.next_scheduled = now + self.options.scheduled_interval * random.uniform(0.8, 1.0)
         self.metrics.observe_import(registry, result, why, now - started)
         return result
+
+    def _import_denial(self, stream: ImageStream, spec: TagReference) -> str | None:
+        """Why a policy forbids this import (`allowedRegistriesForImport`), or None."""
+        if self.policy is None or spec.source is None:
+            return None
+        obj = self.cache.get((stream.namespace, stream.name)) or {}
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return self.policy.import_denial(stream.namespace, labels, spec.source.name)
 
     def _stream_sourced(
         self, obj: Mapping[str, Any], stream: ImageStream, registry_results: list[ImportResult]

@@ -32,6 +32,8 @@ class ServeOptions:
     certfile: str
     keyfile: str
     streams_file: str | None = None
+    policies_file: str | None = None
+    policies: bool = True  # False: no policy caches, /validate allows everything
     kubeconfig: str | None = None
     context: str | None = None
     workers: int = 2
@@ -80,18 +82,31 @@ class ReloadingSSLContext:
 
 
 def build_app(options: ServeOptions) -> Any:
-    """The WSGI app for one worker: its index (file- or watch-fed) and the Flask app."""
-    from webhook.app import AppConfig, create_app
-    from webhook.index import StreamIndex, StreamWatcher, file_index
-    from webhook.kube import connect, custom_objects
+    """The WSGI app for one worker: its indexes (file- or watch-fed) and the Flask app.
 
+    Policies come from --policies-file, else from the cluster when the streams do, else
+    there are none (file mode without policies); --no-policies turns them off."""
+    from webhook.app import AppConfig, create_app
+    from webhook.index import StreamIndex, StreamWatcher, load_streams
+    from webhook.kube import connect, custom_objects
+    from webhook.policy_index import PolicyIndex, StreamImages, Tee
+
+    index = StreamIndex()
+    images = StreamImages()
+    policy = PolicyIndex(index, images)
+    connection = None
     if options.streams_file:
-        index = file_index(options.streams_file)
+        Tee(index, images).replace_all(load_streams(options.streams_file))
     else:
-        index = StreamIndex()
         connection = connect(options.kubeconfig, options.context)
-        StreamWatcher(index, custom_objects(connection)).start()
-    return create_app(AppConfig(index=index))
+        StreamWatcher(Tee(index, images), custom_objects(connection)).start()
+    if not options.policies:
+        return create_app(AppConfig(index=index))
+    if options.policies_file or connection is None:
+        policy.load_files(options.policies_file)
+    else:
+        policy.watch(connection.api_client)
+    return create_app(AppConfig(index=index, policy=policy))
 
 
 class WebhookServer(BaseApplication):  # type: ignore[misc]
@@ -135,6 +150,10 @@ def serve(options: ServeOptions) -> None:
             raise FileNotFoundError(f"{path} does not exist (make one with `imagestreams certs`)")
     if options.streams_file and not Path(options.streams_file).exists():
         raise FileNotFoundError(f"streams file {options.streams_file} does not exist")
+    if options.policies_file:
+        from webhook.policy_index import load_policy_documents
+
+        load_policy_documents(options.policies_file)  # fail now, not in every worker
     # Metrics are shared across workers through files in this directory.
     if not os.environ.get(MULTIPROC_ENV):
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="imagestreams-metrics-")
