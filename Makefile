@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 DEV    ?= .dev
 
-.PHONY: venv tools up down status demo lint test unit e2e bench
+.PHONY: venv tools up down status demo lint test unit e2e bench bench-deps
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -40,6 +40,9 @@ unit: venv
 e2e: venv tools
 	$(VENV)/bin/pytest -q tests/e2e
 
-bench: venv tools
-	@if [ -d bench ] && [ -f bench/__main__.py ]; then $(VENV)/bin/python -m bench; \
-	else echo "no benchmarks yet (bench/__main__.py)"; fi
+bench: venv tools bench-deps   ## prints every figure, writes bench/results.json
+	$(VENV)/bin/python -m bench
+
+# wrk, the HTTP load generator of the benchmarks, comes from Debian's packages.
+bench-deps:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }

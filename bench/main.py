@@ -1,0 +1,379 @@
+"""`python -m bench`: run the benchmarks, print a table, write bench/results.json.
+
+    python -m bench [--quick] [--only http,resolve,memory,apiserver,import] [--out FILE]
+
+Sections (each figure is measured in the same run as its baseline):
+  http       1+2. webhook over TLS under wrk vs the no-op floor (same gunicorn and TLS)
+  resolve    3.   in-process µs per AdmissionReview at 100 … 100,000 streams
+  memory     4.   index RSS per 10,000 streams x 5 tags x 3 history items
+  apiserver  5.   create deployment through a real kube-apiserver, webhook on vs off
+  import     6.   controller import pass, then a scheduled pass, against a loopback registry
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import machine
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+SECTIONS = ("http", "resolve", "memory", "apiserver", "import")
+ALIASES = {"admission": "http", "floor": "http", "webhook": "http", "resolution": "resolve"}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, short runs (a smoke run)")
+    p.add_argument("--only", default="", help=f"comma-separated sections: {','.join(SECTIONS)}")
+    p.add_argument("--skip", default="", help="comma-separated sections to leave out")
+    p.add_argument("--out", type=Path, default=HERE / "results.json")
+    g = p.add_argument_group("http (figures 1, 2)")
+    g.add_argument("--streams", type=int, help="streams in the served index (default 10000)")
+    g.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    g.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    g.add_argument("--connections", type=int, default=32, help="wrk connections at saturation")
+    g.add_argument("--rate", type=float, default=500.0, help="fixed offered rate, req/s")
+    g.add_argument("--rate-connections", type=int, default=16)
+    g.add_argument("--duration", type=float, help="seconds per wrk run (default 8)")
+    g.add_argument("--rounds", type=int, help="ABBA rounds per figure (default 2)")
+    g.add_argument("--server-arg", action="append", default=[], help="extra `serve` flag")
+    g = p.add_argument_group("resolve, memory (figures 3, 4)")
+    g.add_argument("--sizes", help="index sizes for figure 3 (default 100,1000,10000,100000)")
+    g.add_argument("--memory-streams", type=int, help="streams loaded for figure 4 (10000)")
+    g = p.add_argument_group("apiserver, import (figures 5, 6)")
+    g.add_argument("--creates", type=int, help="creates per side for figure 5 (default 200)")
+    g.add_argument("--import-streams", type=int, help="streams for figure 6 (default 1000)")
+    g.add_argument("--import-tags", type=int, default=5)
+    g.add_argument("--import-timeout", type=float, help="seconds allowed per pass (300)")
+    g.add_argument("--scheduled-interval", type=float, help="seconds (default 30)")
+    g.add_argument("--cluster-dir", type=Path, help="state dir for the local cluster (temp)")
+    return p.parse_args(argv)
+
+
+def selected(args: argparse.Namespace) -> list[str]:
+    def names(text: str) -> set[str]:
+        out = set()
+        for word in filter(None, (w.strip() for w in text.split(","))):
+            name = ALIASES.get(word, word)
+            if name not in SECTIONS:
+                raise SystemExit(f"unknown section {word!r}; choose from {', '.join(SECTIONS)}")
+            out.add(name)
+        return out
+
+    only = names(args.only) or set(SECTIONS)
+    return [s for s in SECTIONS if s in only - names(args.skip)]
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def run_http(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.http import HttpConfig, bench_http
+
+    quick = args.quick
+    config = HttpConfig(
+        streams=args.streams or (1000 if quick else 10_000),
+        workers=args.workers,
+        threads=args.threads,
+        connections=args.connections,
+        rate_connections=args.rate_connections,
+        rate=args.rate,
+        duration=args.duration or (2.0 if quick else 8.0),
+        warmup=1.0 if quick else 2.0,
+        rounds=args.rounds or (1 if quick else 2),
+        server_args=args.server_arg,
+    )
+    return bench_http(config, log)
+
+
+def run_resolve(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.inproc import bench_resolution
+
+    default = "100,1000" if args.quick else "100,1000,10000,100000"
+    sizes = [int(s) for s in (args.sizes or default).split(",")]
+    return bench_resolution(sizes, seconds=0.3 if args.quick else 1.5, log=log)
+
+
+def run_memory(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.inproc import bench_memory
+
+    return bench_memory(args.memory_streams or (1000 if args.quick else 10_000), log=log)
+
+
+def run_cluster_sections(args: argparse.Namespace, which: list[str]) -> dict[str, Any]:
+    from bench.cluster import ClusterConfig, bench_cluster
+
+    quick = args.quick
+    config = ClusterConfig(
+        creates=args.creates or (20 if quick else 200),
+        import_streams=args.import_streams or (100 if quick else 1000),
+        import_tags=args.import_tags,
+        import_timeout=args.import_timeout or (120 if quick else 300),
+        scheduled_interval=args.scheduled_interval or (10 if quick else 30),
+        state_dir=args.cluster_dir,
+        apiserver="apiserver" in which,
+        imports="import" in which,
+    )
+    return bench_cluster(config, log)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.chdir(REPO_ROOT)  # subprocesses run `python -m bench.*` from here
+    which = selected(args)
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
+        "quick": args.quick,
+        "machine_before": machine.describe(),
+        "sections": {},
+        "failed": {},
+    }
+    log(
+        f"machine: {results['machine_before']['cores']} cores, load average "
+        f"{' '.join(f'{x:.2f}' for x in results['machine_before']['loadavg'])}"
+    )
+    runners: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+        "http": run_http,
+        "resolve": run_resolve,
+        "memory": run_memory,
+    }
+    for name in which:
+        if name in ("apiserver", "import"):
+            continue
+        log(f"[{name}]")
+        t0 = time.monotonic()
+        try:
+            results["sections"][name] = runners[name](args)
+            results["sections"][name]["seconds"] = round(time.monotonic() - t0, 1)
+        except Exception as err:  # one failed section must not lose the others
+            traceback.print_exc()
+            results["failed"][name] = f"{type(err).__name__}: {err}"
+    cluster = [n for n in which if n in ("apiserver", "import")]
+    if cluster:
+        log(f"[{', '.join(cluster)}]")
+        t0 = time.monotonic()
+        try:
+            out = run_cluster_sections(args, cluster)
+            for name in cluster:
+                key = "apiserver" if name == "apiserver" else "import"
+                if key in out.get("failed", {}):
+                    results["failed"][name] = out["failed"][key]
+                elif key in out:
+                    results["sections"][name] = out[key]
+            results["cluster_seconds"] = round(time.monotonic() - t0, 1)
+        except Exception as err:
+            traceback.print_exc()
+            for name in cluster:
+                results["failed"][name] = f"{type(err).__name__}: {err}"
+    results["machine_after"] = machine.describe()
+    results["seconds"] = round(time.monotonic() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    print(render_table(results))
+    log(f"\nwrote {args.out} in {results['seconds']} s")
+    return 1 if results["failed"] else 0
+
+
+# --- the table ---------------------------------------------------------------------------
+
+
+def render_table(results: dict[str, Any]) -> str:
+    rows = table_rows(results)
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _ms(latency: dict[str, float]) -> str:
+    return "p50 {p50} / p90 {p90} / p99 {p99} / max {max} ms".format(**latency)
+
+
+def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    before, after = results["machine_before"], results.get("machine_after", {})
+    load = " ".join(f"{x:.2f}" for x in before["loadavg"])
+    load_after = " ".join(f"{x:.2f}" for x in after.get("loadavg", []))
+    rows = [("figure", "measure", "value")]
+    rows.append(
+        ("machine", "cores / load avg before → after", f"{before['cores']} / {load} → {load_after}")
+    )
+    s = results["sections"]
+    if "http" in s:
+        h = s["http"]
+        st = h["settings"]
+        sat, fixed = h["saturation"], h["fixed_rate"]
+        rows.append(
+            (
+                "1 webhook/TLS",
+                "settings",
+                f"{st['streams']} streams x {st['tags']} tags, "
+                f"{st['gunicorn']}, wrk c={st['connections_saturation']}",
+            )
+        )
+        for name in ("ours", "floor"):
+            label = "1 webhook/TLS" if name == "ours" else "2 floor (no-op)"
+            x = sat[name]
+            rows.append((label, "saturation req/s", f"{x['rps']:.0f} ({_ms(x['latency_ms'])})"))
+            rows.append(
+                (label, "server CPU per request", f"{x['server_cpu_us_per_request']:.0f} µs")
+            )
+            y = fixed[name]
+            rows.append(
+                (
+                    label,
+                    f"at {fixed['offered_rps']:.0f} req/s offered",
+                    f"{y['rps']:.0f} req/s ({_ms(y['latency_ms'])})",
+                )
+            )
+            rows.append(
+                (
+                    label,
+                    "cores used at saturation (server/wrk/others)",
+                    f"{x['cores'].get('server')}/{x['cores'].get('wrk')}/"
+                    f"{x['cores'].get('others')}",
+                )
+            )
+        rows.append(
+            ("2 floor (no-op)", "ours/floor throughput (goal ≥ 0.85)", f"{h['ratio_to_floor']:.2f}")
+        )
+        rows.append(
+            (
+                "2 floor (no-op)",
+                "floor/ours server CPU per request (steadier)",
+                f"{h['cpu_ratio_floor_to_ours']:.2f}",
+            )
+        )
+        d = h["p99_minus_floor_ms"]
+        rows.append(
+            (
+                "2 floor (no-op)",
+                "p99 ours - floor",
+                f"{d['saturation']:+} ms saturated, {d['fixed_rate']:+} ms at fixed rate",
+            )
+        )
+    if "resolve" in s:
+        r = s["resolve"]
+        for row in r["rows"]:
+            rows.append(
+                (
+                    "3 resolution",
+                    f"{row['streams']} streams",
+                    f"{row['review_us']} µs/review ({row['review_json_us']} µs with JSON "
+                    f"decode+encode)",
+                )
+            )
+        rows.append(
+            (
+                "3 resolution",
+                "growth smallest → largest index",
+                f"x{r['growth_smallest_to_largest']}",
+            )
+        )
+    if "memory" in s:
+        m = s["memory"]
+        rows.append(
+            (
+                "4 index memory",
+                f"per 10k streams x {m['tags']} tags x {m['history']} items",
+                f"{m['index_rss_mib_per_10k']} MiB RSS ({m['index_traced_mib_per_10k']} "
+                f"MiB traced)",
+            )
+        )
+        rows.append(
+            (
+                "4 index memory",
+                "loaded from a file (per worker): kept / peak",
+                f"{m['file_load_rss_mib_per_10k']} / {m['file_load_peak_mib_per_10k']} MiB",
+            )
+        )
+    if "apiserver" in s:
+        a = s["apiserver"]
+        for side in ("without_webhook", "floor_webhook", "with_webhook"):
+            x = a[side]
+            rows.append(
+                (
+                    "5 API server",
+                    f"create deployment, {side.replace('_', ' ')}",
+                    f"median {x['median_ms']} / p99 {x['p99_ms']} ms (n={x['n']})",
+                )
+            )
+        for key, label in (
+            ("paired_difference", "added by ours (paired)"),
+            ("floor_paired_difference", "added by the no-op floor (paired)"),
+            ("ours_minus_floor", "ours - floor (paired)"),
+        ):
+            d = a[key]
+            rows.append(
+                ("5 API server", label, f"median {d['median_ms']:+} / p99 {d['p99_ms']:+} ms")
+            )
+    if "import" in s:
+        imp = s["import"]
+        first, sched = imp["first_pass"], imp["scheduled_pass"]
+        label = f"6 import ({imp['streams']}x{imp['tags']})"
+        rows.append(
+            (
+                label,
+                "first import pass wall time",
+                f"{first['wall_s']} s ({first['tags_per_s']} tags/s)",
+            )
+        )
+        rows.append(
+            (
+                label,
+                "registry requests per tag: first / scheduled",
+                f"{first['registry_requests_per_tag']} / {sched['registry_requests_per_tag']}",
+            )
+        )
+        rows.append(
+            (
+                label,
+                "API writes, scheduled pass, nothing changed (goal 0)",
+                f"{sched['status_writes']}",
+            )
+        )
+        rows.append(
+            (
+                label,
+                "controller CPU per tag: first / scheduled",
+                f"{first['cpu_ms_per_tag']} / {sched['cpu_ms_per_tag']} ms",
+            )
+        )
+        rows.append(
+            (
+                label,
+                "controller peak RSS: first / scheduled",
+                f"{first['peak_rss_mib']} / {sched['peak_rss_mib']} MiB",
+            )
+        )
+        if "extrapolated_10k" in imp:
+            e = imp["extrapolated_10k"]
+            rows.append(
+                (
+                    "6 import (extrapolated)",
+                    "10,000 x 5: first pass / scheduled CPU",
+                    f"~{e['first_pass_s']} s / ~{e['scheduled_cpu_s']} CPU s per interval",
+                )
+            )
+    for name, why in results.get("failed", {}).items():
+        rows.append((name, "NOT MEASURED", why.splitlines()[0][:160]))
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

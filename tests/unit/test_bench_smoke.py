@@ -1,0 +1,70 @@
+"""The in-process parts of the benchmarks still run (figure 3 at tiny sizes, the data they
+use, the table). No assertion on any timing: timings are the bench's output, not a test."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench import data, inproc, main
+from webhook import admission
+from webhook.index import StreamIndex, file_index
+
+
+@pytest.fixture(scope="module")
+def index() -> StreamIndex:
+    idx = StreamIndex()
+    idx.replace_all(data.image_streams(300))
+    return idx
+
+
+def test_every_generated_review_resolves_every_short_name(index: StreamIndex) -> None:
+    for body in data.reviews(30, 300):
+        kind = body["request"]["kind"]["kind"]
+        answer = admission.review(json.loads(data.encode(body)), index)
+        patch = json.loads(base64.b64decode(answer["response"]["patch"]))
+        assert len(patch) == data.expected_patches(kind)
+        assert all("@sha256:" in op["value"] for op in patch)
+        assert "warnings" not in answer["response"]
+
+
+def test_streams_file_loads_into_the_index(tmp_path: Path) -> None:
+    path = data.write_streams_file(tmp_path / "streams.json", 50, history=3)
+    idx = file_index(path)
+    assert len(idx) == 50
+    entry = idx.get(data.namespace_of(7, 50), data.stream_name(7))
+    assert entry is not None and set(entry.images) == set(data.TAGS)
+
+
+def test_resolution_bench_runs_at_tiny_sizes() -> None:
+    result = inproc.bench_resolution([10, 50], pool=6, seconds=0.01, batches=1, log=lambda _: None)
+    assert [row["streams"] for row in result["rows"]] == [10, 50]
+    for row in result["rows"]:
+        assert row["review_us"] > 0 and row["review_json_us"] > 0
+        assert set(row["review_us_by_kind"]) == set(data.SHAPES)
+
+
+def test_table_renders_the_in_process_figures() -> None:
+    resolve = inproc.bench_resolution([20], pool=3, seconds=0.01, batches=1, log=lambda _: None)
+    results = {
+        "machine_before": {"cores": 2, "loadavg": [0.1, 0.2, 0.3]},
+        "machine_after": {"cores": 2, "loadavg": [0.1, 0.2, 0.3]},
+        "sections": {"resolve": resolve},
+        "failed": {"import": "RuntimeError: no cluster"},
+    }
+    table = main.render_table(results)
+    assert "3 resolution" in table and "20 streams" in table
+    assert "NOT MEASURED" in table
+
+
+def test_section_selection() -> None:
+    args = main.parse_args(["--only", "admission,resolve", "--skip", "resolve"])
+    assert main.selected(args) == ["http"]
+    with pytest.raises(SystemExit):
+        main.selected(main.parse_args(["--only", "nope"]))
