@@ -73,7 +73,7 @@ class StreamIndex:
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
     metadata = obj.get("metadata") or {}
-    return _own(str(metadata.get("namespace") or "")), _own(str(metadata.get("name") or ""))
+    return own(str(metadata.get("namespace") or "")), own(str(metadata.get("name") or ""))
 
 
 def _entry_or_none(obj: Mapping[str, Any]) -> StreamEntry | None:
@@ -84,15 +84,15 @@ def _entry_or_none(obj: Mapping[str, Any]) -> StreamEntry | None:
         log.warning("ignoring image stream %s/%s: %s", ns, name, err)
         return None
     return StreamEntry(
-        namespace=_own(entry.namespace),
-        name=_own(entry.name),
+        namespace=own(entry.namespace),
+        name=own(entry.name),
         lookup_local=entry.lookup_local,
-        images={_own(tag): None if ref is None else _own(ref) for tag, ref in entry.images.items()},
+        images={own(tag): None if ref is None else own(ref) for tag, ref in entry.images.items()},
         notes=entry.notes,
     )
 
 
-def _own(text: str) -> str:
+def own(text: str) -> str:
     """`text` as a string of its own (interned), sharing nothing with the decoded object.
 
     An entry that kept strings of a decoded list would pin the allocator's arenas holding the

@@ -9,7 +9,6 @@ streams have held (for pinned references).
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from webhook import policy
 from webhook.admission import StreamLookup
-from webhook.index import StreamSink, Watcher, load_documents_of_kinds
+from webhook.index import StreamSink, Watcher, load_documents_of_kinds, own
 from webhook.policy import InvalidPolicy, Policy, parse_policy
 from webhook.streams import InvalidImageStream, StreamEntry, parse_image_stream
 
@@ -227,13 +226,7 @@ def _images(obj: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
         images = policy.stream_images(parse_image_stream(obj))
     except InvalidImageStream:
         return frozenset()  # index.py logs it once already
-    return frozenset((_own(repository), _own(digest)) for repository, digest in images)
-
-
-def _own(text: str) -> str:
-    """A copy sharing nothing with the decoded object (interned: digests repeat across
-    tags), so the cache does not keep the arenas of a whole decoded list alive."""
-    return sys.intern(text.encode().decode())
+    return frozenset((own(repository), own(digest)) for repository, digest in images)
 
 
 class Tee:
