@@ -25,10 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("kubeconfig", "context", "namespace"):
         if not hasattr(args, name):
             setattr(args, name, None)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
     try:
         result: int = args.run(args)
         return result
@@ -40,6 +37,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def configure_logging(log_format: str, level: int) -> None:
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def cluster_flags() -> argparse.ArgumentParser:
@@ -62,6 +75,8 @@ Verbs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from webhook import user_verbs
+
     common = cluster_flags()
     parser = argparse.ArgumentParser(
         prog="imagestreams",
@@ -69,10 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object a line, for log collectors (servers run in clusters)",
+    )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
     _add_serve(verbs, common)
     _add_certs(verbs)
+    _add_certs_sync(verbs, common)
     _add_resolve(verbs, common)
+    _add_policy(verbs, common)
+    user_verbs.add_verbs(verbs, common)
     _add_controller(verbs, common)
     return parser
 
@@ -103,6 +127,11 @@ def _add_serve(verbs: Verbs, common: argparse.ArgumentParser) -> None:
         "--streams-file",
         help="load ImageStreams from this YAML/JSON file or directory instead of a cluster",
     )
+    p.add_argument(
+        "--policies-file",
+        help="load ImagePolicies (and Namespaces, for their labels) from this file or directory "
+        "instead of a cluster",
+    )
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     p.add_argument("--threads", type=int, default=4, help="threads per worker")
     p.add_argument("--log-level", default="info")
@@ -118,6 +147,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             certfile=args.certfile,
             keyfile=args.keyfile,
             streams_file=args.streams_file,
+            policies_file=args.policies_file,
             kubeconfig=args.kubeconfig,
             context=args.context,
             workers=args.workers,
@@ -182,6 +212,37 @@ def _add_controller(verbs: Verbs, common: argparse.ArgumentParser) -> None:
     p.add_argument("--lease-name", default="imagestreams-controller")
     p.add_argument("--lease-namespace", help="namespace of the Lease (default: -n, else ours)")
     p.add_argument("--metrics-bind", metavar="HOST:PORT", help="serve /metrics here")
+    local = p.add_argument_group("reference policy Local")
+    local.add_argument(
+        "--local-registry",
+        metavar="HOST[:PORT]",
+        help="in-cluster registry that Local tags are copied to (HOST/NAMESPACE/STREAM), as"
+        " nodes reach it; without it Local tags resolve to their source",
+    )
+    local.add_argument(
+        "--local-registry-endpoint",
+        metavar="HOST[:PORT]",
+        default="",
+        help="where the controller pushes, when not --local-registry (a Service name)",
+    )
+    local.add_argument(
+        "--local-registry-insecure", action="store_true", help="HTTP or unverified TLS"
+    )
+    local.add_argument(
+        "--local-registry-ca", metavar="FILE", help="CA bundle of the local registry"
+    )
+    local.add_argument(
+        "--local-registry-secret",
+        metavar="NAMESPACE/NAME",
+        help="dockerconfigjson secret with push and delete rights on the local registry",
+    )
+    local.add_argument(
+        "--history-limit",
+        type=int,
+        default=10,
+        help="history items kept per tag; older images are deleted from the local registry",
+    )
+    local.add_argument("--mirror-workers", type=int, default=2, help="copies run at once")
     p.set_defaults(run=_run_controller)
 
 
@@ -191,6 +252,7 @@ def _run_controller(args: argparse.Namespace) -> int:
     from webhook.controller import Controller, ControllerOptions
     from webhook.kube import connect
     from webhook.leader import LeaseOptions, run_as_leader
+    from webhook.triggers import TriggerReconciler
 
     connection = connect(args.kubeconfig, args.context, args.namespace)
     controller = Controller(
@@ -203,11 +265,20 @@ def _run_controller(args: argparse.Namespace) -> int:
             allowed_registries=tuple(args.allow_registry),
             insecure_registries=tuple(args.insecure_registry),
             global_pull_secret=args.global_pull_secret,
+            local_registry=args.local_registry,
+            local_registry_endpoint=args.local_registry_endpoint,
+            local_registry_insecure=args.local_registry_insecure,
+            local_registry_ca=args.local_registry_ca,
+            local_registry_secret=args.local_registry_secret,
+            history_limit=args.history_limit,
+            mirror_workers=args.mirror_workers,
         ),
     )
     if args.metrics_bind:
         host, _, port = args.metrics_bind.rpartition(":")
         start_http_server(int(port), addr=host or "0.0.0.0", registry=controller.metrics.registry)
+    triggers = TriggerReconciler.from_api_client(connection.api_client)
+    controller.listeners.append(lambda before, after: triggers.stream_changed(after, before))
     if not args.leader_elect:
         controller.run()
         return 0
@@ -244,6 +315,62 @@ def _run_certs(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- certs-sync --------------------------------------------------------------------------
+
+
+def _add_certs_sync(verbs: Verbs, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser(
+        "certs-sync",
+        parents=[common],
+        help="keep the webhook's CA and serving certificate in a Secret, and its caBundle",
+        description="(Re)creates the CA and serving certificate in a kubernetes.io/tls Secret "
+        "when missing, invalid or due, and patches the caBundle of the named Mutating (and, "
+        "if present, Validating) WebhookConfiguration. -n is the Service's namespace.",
+    )
+    p.add_argument("--secret", required=True, metavar="[NAMESPACE/]NAME", help="the Secret")
+    p.add_argument("--webhook", required=True, metavar="NAME", help="webhook configuration")
+    p.add_argument("--service", required=True, help="the webhook's Service (DNS names, owner)")
+    p.add_argument("--cluster-domain", default="cluster.local")
+    p.add_argument("--dns", action="append", default=[], metavar="NAME", help="extra DNS name")
+    p.add_argument(
+        "--rotate-before", type=_long_duration, default="30d", help="(default %(default)s)"
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="one pass, then exit (the default)")
+    mode.add_argument("--interval", type=duration, help="a pass every INTERVAL until stopped")
+    p.set_defaults(run=_run_certs_sync)
+
+
+def _long_duration(text: str) -> float:
+    from webhook.certsync import parse_duration
+
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _run_certs_sync(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from webhook.certsync import SyncOptions, run
+    from webhook.kube import connect
+
+    connection = connect(args.kubeconfig, args.context, args.namespace)
+    secret_ns, _, secret_name = args.secret.rpartition("/")
+    options = SyncOptions(
+        secret_namespace=secret_ns or connection.namespace,
+        secret_name=secret_name,
+        webhook=args.webhook,
+        service=args.service,
+        namespace=connection.namespace,
+        rotate_before=dt.timedelta(seconds=args.rotate_before),
+        cluster_domain=args.cluster_domain,
+        extra_dns=tuple(args.dns),
+    )
+    return run(connection.api_client, options, interval=args.interval)
+
+
 # --- resolve -----------------------------------------------------------------------------
 
 
@@ -271,6 +398,46 @@ def _run_resolve(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
     return 0
+
+
+# --- policy ------------------------------------------------------------------------------
+
+
+def _add_policy(verbs: Verbs, common: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser("policy", parents=[common], help="image policies (ImagePolicy)")
+    sub = p.add_subparsers(dest="policy_verb", required=True, metavar="COMMAND")
+    c = sub.add_parser(
+        "check",
+        parents=[common],
+        help="say what the image policies would deny, warn or audit in manifests",
+        description="Resolves each workload as admission would, then judges it by the "
+        "ImagePolicies that select its namespace; prints every violation and exits 1 when "
+        "anything would be denied. Policies and streams come from the files when given, "
+        "else from the cluster; namespace labels from Namespace documents in the policies "
+        "file or the manifests, else from the cluster.",
+    )
+    c.add_argument("-f", "--filename", required=True, help="manifest file, or - for stdin")
+    c.add_argument("--policies-file", help="ImagePolicies (and Namespaces), file or directory")
+    c.add_argument("--streams-file", help="ImageStreams (file or directory)")
+    c.set_defaults(run=_run_policy_check)
+
+
+def _run_policy_check(args: argparse.Namespace) -> int:
+    from webhook.kube import connect
+    from webhook.policy_check import run
+
+    text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
+    result = run(
+        text,
+        args.namespace,
+        args.policies_file,
+        args.streams_file,
+        lambda: connect(args.kubeconfig, args.context, args.namespace),
+    )
+    for warning in result.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+    sys.stdout.write(result.report())
+    return 1 if result.denied else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,50 @@
+# syntax=docker/dockerfile:1
+#
+# The `imagestreams` image: one CLI, every component selected by its arguments.
+#
+#   docker build -t imagestreams:dev .
+#   docker run --rm imagestreams:dev --help
+#   (the chart runs `serve …`, `controller …` and `certs-sync …`)
+#
+# The base is pinned by exact version tag AND by the digest of its multi-platform index
+# (python:3.11.14-slim-bookworm, as published on Docker Hub and recorded in public
+# Dockerfiles); bump both together, e.g. with Renovate or
+# `crane digest python:3.11.14-slim-bookworm`.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
+
+# --- builder: wheels for the project and every dependency --------------------------------
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+WORKDIR /src
+# Only what the wheel is built from (see .dockerignore).
+COPY pyproject.toml README.md ./
+COPY webhook ./webhook
+# Every dependency ships binary wheels for linux amd64 and arm64, so no compiler is needed
+# even here; --only-binary makes a missing wheel fail the build instead of compiling.
+RUN pip wheel --wheel-dir /wheels --only-binary=:all: . \
+ && ls /wheels
+
+# --- runtime -----------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="imagestreams" \
+      org.opencontainers.image.description="OpenShift image streams on any Kubernetes cluster" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+# Install from the builder's wheels only (no index, nothing compiled, no cache), then remove
+# pip itself: nothing installs packages at run time. The wheels are bind-mounted, so they
+# never become a layer of this image. Byte code is compiled at install time, because the
+# root filesystem is read-only at run time.
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels imagestreams \
+ && pip uninstall --yes pip setuptools wheel \
+ && imagestreams --help >/dev/null
+# Numeric, so that `runAsNonRoot` can verify it without an /etc/passwd entry.
+USER 65532:65532
+WORKDIR /tmp
+EXPOSE 8443 8080
+ENTRYPOINT ["imagestreams"]
+CMD ["serve", "--bind", "0.0.0.0:8443", "--certfile", "/var/run/imagestreams/tls/tls.crt", "--keyfile", "/var/run/imagestreams/tls/tls.key"]

@@ -1,0 +1,714 @@
+"""The Helm chart, rendered by the real `helm` (lint, template) over the default values and
+each option, and checked structurally: restricted pods, least-privilege RBAC without
+wildcards, the webhook registration of DESIGN.md, and names that agree across objects.
+
+Schema validation against the Kubernetes API of the target version happens in
+tests/e2e/test_chart_e2e.py (`kubectl apply --dry-run=server` against a real kube-apiserver).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "imagestreams"
+NS = "imagestreams-system"
+RELEASE = "rel"
+FULLNAME = "rel-imagestreams"
+KUBE_VERSION = "1.34.0"
+sys.path.insert(0, str(ROOT / "hack"))
+
+from localcluster import MissingTool, tool  # noqa: E402
+
+Doc = dict[str, Any]
+POD_KINDS = {"Deployment", "Job", "CronJob", "StatefulSet", "DaemonSet", "Pod"}
+SECRET_WRITES = {"create", "update", "patch", "delete", "deletecollection", "*"}
+
+# Every option the chart has, rendered and checked by the structural tests.
+SCENARIOS: dict[str, Doc] = {
+    "defaults": {},
+    "cert-manager": {"certManager": {"enabled": True}},
+    "cert-manager-issuer": {
+        "certManager": {"enabled": True, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}
+    },
+    "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "network-policy": {
+        "networkPolicy": {
+            "enabled": True,
+            "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+            "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+        }
+    },
+    "failure-policy-fail": {"webhook": {"failurePolicy": "Fail", "timeoutSeconds": 10}},
+    "no-controller": {"controller": {"enabled": False}},
+    "pull-secret-namespaces": {
+        "controller": {"pullSecretNamespaces": ["team-a"], "globalPullSecret": "infra/pull"}
+    },
+    "digest": {"image": {"digest": "sha256:" + "ab" * 32}},
+    "everything": {
+        "serviceMonitor": {"enabled": True},
+        "networkPolicy": {"enabled": True},
+        "webhook": {"replicas": 3, "podDisruptionBudget": {"minAvailable": 2}},
+        "controller": {"allowRegistries": ["registry.local:5000"], "insecureRegistries": ["x:1"]},
+    },
+}
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        binary = tool("helm")
+    except MissingTool as err:
+        pytest.fail(str(err), pytrace=False)
+    env = dict(os.environ)
+    # helm template needs no repositories; keep its state out of the user's home.
+    home = Path(tempfile.gettempdir()) / "imagestreams-helm-unit"
+    for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+        env[var] = str(home / var.lower())
+    proc = subprocess.run(
+        [str(binary), *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stderr}")
+    return proc
+
+
+def values_file(values: Doc, tmp_path: Path) -> str:
+    path = tmp_path / f"values-{abs(hash(json.dumps(values, sort_keys=True)))}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def render(values: Doc, tmp_path: Path, kube_version: str = KUBE_VERSION, *extra: str) -> list[Doc]:
+    out = helm(
+        "template", RELEASE, str(CHART), "-n", NS, "--kube-version", kube_version,
+        "-f", values_file(values, tmp_path), *extra,
+    ).stdout  # fmt: skip
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def find(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
+    matches = [
+        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
+    assert len(matches) == 1, f"expected one {kind} {name or ''}, found {len(matches)}"
+    return matches[0]
+
+
+def kinds(docs: list[Doc]) -> set[str]:
+    return {d["kind"] for d in docs}
+
+
+def pod_spec(doc: Doc) -> Doc:
+    if doc["kind"] == "Pod":
+        return dict(doc["spec"])
+    if doc["kind"] == "CronJob":
+        return dict(doc["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    return dict(doc["spec"]["template"]["spec"])
+
+
+def containers(doc: Doc) -> Iterator[Doc]:
+    spec = pod_spec(doc)
+    yield from spec.get("initContainers", [])
+    yield from spec["containers"]
+
+
+def args_of(doc: Doc, container: int = 0) -> list[str]:
+    return list(pod_spec(doc)["containers"][container]["args"])
+
+
+def flag(args: list[str], name: str) -> str:
+    values = [a.split("=", 1)[1] for a in args if a.startswith(f"{name}=")]
+    assert len(values) == 1, f"{name} in {args}"
+    return values[0]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Doc]]:
+    tmp = tmp_path_factory.mktemp("values")
+    return {name: render(values, tmp) for name, values in SCENARIOS.items()}
+
+
+@pytest.fixture(scope="module")
+def defaults(rendered: dict[str, list[Doc]]) -> list[Doc]:
+    return rendered["defaults"]
+
+
+# --- helm lint ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_helm_lint_strict(scenario: str, tmp_path: Path) -> None:
+    proc = helm("lint", "--strict", str(CHART), "-f", values_file(SCENARIOS[scenario], tmp_path))
+    assert "0 chart(s) failed" in proc.stdout
+
+
+# --- every scenario: security, RBAC, consistency -----------------------------------------
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_every_pod_is_restricted(scenario: str, rendered: dict[str, list[Doc]]) -> None:
+    pods = [d for d in rendered[scenario] if d["kind"] in POD_KINDS]
+    assert pods
+    for doc in pods:
+        where = f"{doc['kind']} {doc['metadata']['name']}"
+        spec = pod_spec(doc)
+        security = spec["securityContext"]
+        assert security["runAsNonRoot"] is True, where
+        assert security["runAsUser"] == 65532, where
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(key), where
+        assert not any("hostPath" in v for v in spec.get("volumes", [])), where
+        tmp = [v for v in spec["volumes"] if v["name"] == "tmp"]
+        assert tmp and "emptyDir" in tmp[0], where
+        for c in containers(doc):
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65532, where
+            assert sc["capabilities"] == {"drop": ["ALL"]}, where
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            assert not sc.get("privileged"), where
+            assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"], where
+            assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
+            assert c["args"][0] in {"serve", "controller", "certs-sync"}, where
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_rbac_has_no_wildcards_and_no_secret_writes_cluster_wide(
+    scenario: str, rendered: dict[str, list[Doc]]
+) -> None:
+    for doc in rendered[scenario]:
+        if doc["kind"] not in {"ClusterRole", "Role"}:
+            continue
+        assert "aggregationRule" not in doc
+        for rule in doc["rules"]:
+            for key in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[key], f"{doc['metadata']['name']}: wildcard {key}"
+            assert "nonResourceURLs" not in rule
+            if "secrets" in rule["resources"]:
+                writes = SECRET_WRITES & set(rule["verbs"])
+                if doc["kind"] == "ClusterRole":
+                    assert not writes, f"{doc['metadata']['name']} writes Secrets cluster-wide"
+                    assert rule["verbs"] == ["list"]
+                elif writes - {"create"}:
+                    # Writes other than create (which RBAC cannot limit by name) are by name.
+                    assert rule.get("resourceNames") == [f"{FULLNAME}-webhook-tls"]
+        for forbidden in ("escalate", "bind", "impersonate"):
+            assert all(forbidden not in r["verbs"] for r in doc["rules"])
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_names_agree_across_objects(scenario: str, rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered[scenario]
+    accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
+    roles = {(d["kind"], d["metadata"]["name"]) for d in docs if d["kind"].endswith("Role")}
+    for doc in docs:
+        meta = doc["metadata"]
+        assert meta["labels"]["app.kubernetes.io/instance"] == RELEASE
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+        if doc["kind"] in POD_KINDS:
+            assert pod_spec(doc)["serviceAccountName"] in accounts
+            assert meta["namespace"] == NS
+        if doc["kind"] in {"RoleBinding", "ClusterRoleBinding"}:
+            ref = doc["roleRef"]
+            assert (ref["kind"], ref["name"]) in roles
+            for subject in doc["subjects"]:
+                assert subject["kind"] == "ServiceAccount"
+                assert (subject["name"], subject["namespace"]) in {(a, NS) for a in accounts}
+        if doc["kind"] == "Deployment":
+            selector = doc["spec"]["selector"]["matchLabels"]
+            labels = doc["spec"]["template"]["metadata"]["labels"]
+            assert selector.items() <= labels.items()
+
+
+# --- the webhook ---------------------------------------------------------------------------
+
+
+def test_webhook_configuration_defaults(defaults: list[Doc]) -> None:
+    config = find(defaults, "MutatingWebhookConfiguration", FULLNAME)
+    (webhook,) = config["webhooks"]
+    assert webhook["name"] == "imagestreams.image.openshift.io"
+    assert webhook["failurePolicy"] == "Ignore"
+    assert webhook["timeoutSeconds"] == 5
+    assert webhook["reinvocationPolicy"] == "IfNeeded"
+    assert webhook["sideEffects"] == "None"
+    assert webhook["admissionReviewVersions"] == ["v1"]
+    assert "caBundle" not in webhook["clientConfig"]
+    resources = {
+        (group, resource)
+        for rule in webhook["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        if rule["operations"] == ["CREATE", "UPDATE"] and rule["scope"] == "Namespaced"
+    }
+    assert resources == {
+        ("", "pods"),
+        ("", "pods/ephemeralcontainers"),
+        ("", "replicationcontrollers"),
+        ("", "podtemplates"),
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+    }
+    assert webhook["namespaceSelector"] == {
+        "matchExpressions": [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["kube-system", "kube-node-lease", NS],
+            }
+        ]
+    }
+
+
+def test_webhook_client_config_reaches_the_webhook_pods(defaults: list[Doc]) -> None:
+    (webhook,) = find(defaults, "MutatingWebhookConfiguration")["webhooks"]
+    ref = webhook["clientConfig"]["service"]
+    assert ref == {"name": f"{FULLNAME}-webhook", "namespace": NS, "path": "/mutate", "port": 443}
+    service = find(defaults, "Service", ref["name"])
+    (port,) = service["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (443, "https")
+    deployment = find(defaults, "Deployment", f"{FULLNAME}-webhook")
+    assert service["spec"]["selector"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    (container,) = pod_spec(deployment)["containers"]
+    assert {"name": "https", "containerPort": 8443, "protocol": "TCP"} in container["ports"]
+    assert flag(container["args"], "--bind") == "0.0.0.0:8443"
+
+
+def test_webhook_deployment(defaults: list[Doc]) -> None:
+    deployment = find(defaults, "Deployment", f"{FULLNAME}-webhook")
+    assert deployment["spec"]["replicas"] == 2
+    args = args_of(deployment)
+    assert args[0] == "serve"
+    assert (flag(args, "--workers"), flag(args, "--threads")) == ("2", "4")
+    (container,) = pod_spec(deployment)["containers"]
+    ready, live = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
+    assert ready == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
+    assert live == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
+    spread = pod_spec(deployment)["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
+    pdb = find(defaults, "PodDisruptionBudget", f"{FULLNAME}-webhook")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    # The certificate comes from a Secret volume (not subPath: it must update in place), and
+    # only the serving pair is mounted.
+    (tls,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "tls"]
+    assert tls["secret"]["secretName"] == f"{FULLNAME}-webhook-tls"
+    assert {i["key"] for i in tls["secret"]["items"]} == {"tls.crt", "tls.key"}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "tls")
+    assert "subPath" not in mount
+    assert flag(args, "--certfile") == f"{mount['mountPath']}/tls.crt"
+
+
+def test_webhook_options_are_overridable(tmp_path: Path) -> None:
+    docs = render(
+        {
+            "webhook": {
+                "failurePolicy": "Fail",
+                "timeoutSeconds": 12,
+                "reinvocationPolicy": "Never",
+                "sideEffects": "NoneOnDryRun",
+                "excludedNamespaces": ["kube-system", "monitoring"],
+                "objectSelector": {"matchLabels": {"resolve": "yes"}},
+                "rules": [
+                    {
+                        "apiGroups": ["apps"],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["deployments"],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "workers": 5,
+                "threads": 8,
+            }
+        },
+        tmp_path,
+    )
+    (webhook,) = find(docs, "MutatingWebhookConfiguration")["webhooks"]
+    assert (webhook["failurePolicy"], webhook["timeoutSeconds"]) == ("Fail", 12)
+    assert (webhook["reinvocationPolicy"], webhook["sideEffects"]) == ("Never", "NoneOnDryRun")
+    assert webhook["namespaceSelector"]["matchExpressions"][0]["values"] == [
+        "kube-system",
+        "monitoring",
+        NS,
+    ]
+    assert webhook["objectSelector"] == {"matchLabels": {"resolve": "yes"}}
+    assert [r["resources"] for r in webhook["rules"]] == [["deployments"]]
+    args = args_of(find(docs, "Deployment", f"{FULLNAME}-webhook"))
+    assert (flag(args, "--workers"), flag(args, "--threads")) == ("5", "8")
+
+    selector = {"matchLabels": {"imagestreams": "enabled"}}
+    docs = render({"webhook": {"namespaceSelector": selector}}, tmp_path)
+    (webhook,) = find(docs, "MutatingWebhookConfiguration")["webhooks"]
+    assert webhook["namespaceSelector"] == selector
+
+
+def test_custom_failure_policy_scenario(rendered: dict[str, list[Doc]]) -> None:
+    (webhook,) = find(rendered["failure-policy-fail"], "MutatingWebhookConfiguration")["webhooks"]
+    assert (webhook["failurePolicy"], webhook["timeoutSeconds"]) == ("Fail", 10)
+
+
+def test_policy_webhook_is_registered_fail_closed_only_where_enforced(
+    defaults: list[Doc],
+) -> None:
+    config = find(defaults, "ValidatingWebhookConfiguration", FULLNAME)
+    enforced, other = config["webhooks"]
+    assert (enforced["name"], enforced["failurePolicy"]) == (
+        "enforce.policy.imagestreams.io",
+        "Fail",
+    )
+    assert (other["name"], other["failurePolicy"]) == ("policy.imagestreams.io", "Ignore")
+    mutating = find(defaults, "MutatingWebhookConfiguration", FULLNAME)["webhooks"][0]
+    for webhook, operator in ((enforced, "In"), (other, "NotIn")):
+        assert webhook["clientConfig"]["service"] == {
+            **mutating["clientConfig"]["service"],
+            "path": "/validate",
+        }
+        assert (webhook["sideEffects"], webhook["timeoutSeconds"]) == ("None", 5)
+        label, excluded = webhook["namespaceSelector"]["matchExpressions"]
+        assert label == {
+            "key": "imagestreams.io/policy-enforced",
+            "operator": operator,
+            "values": ["true"],
+        }
+        assert excluded["values"] == ["kube-system", "kube-node-lease", NS]
+        assert webhook["rules"][:-1] == mutating["rules"]
+        assert webhook["rules"][-1]["resources"] == ["imagestreams"]
+
+
+def test_policy_webhook_options(tmp_path: Path, rendered: dict[str, list[Doc]]) -> None:
+    assert "ValidatingWebhookConfiguration" not in kinds(
+        render({"policy": {"enabled": False}}, tmp_path)
+    )
+    config = find(rendered["cert-manager"], "ValidatingWebhookConfiguration")
+    assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{NS}/{FULLNAME}-webhook"
+    )
+    selector = {
+        "matchLabels": {"team": "a"},
+        "matchExpressions": [{"key": "x", "operator": "Exists"}],
+    }
+    docs = render({"webhook": {"namespaceSelector": selector}}, tmp_path)
+    for webhook in find(docs, "ValidatingWebhookConfiguration")["webhooks"]:
+        assert webhook["namespaceSelector"]["matchLabels"] == {"team": "a"}
+        assert webhook["namespaceSelector"]["matchExpressions"][1:] == selector["matchExpressions"]
+
+
+def test_admission_policy_confines_the_controllers_namespace_patches(
+    defaults: list[Doc],
+) -> None:
+    name = f"{FULLNAME}-controller-namespaces"
+    policy = find(defaults, "ValidatingAdmissionPolicy", name)
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["resources"], rule["operations"]) == (["namespaces"], ["UPDATE"])
+    (condition,) = policy["spec"]["matchConditions"]
+    assert f'"system:serviceaccount:{NS}:{FULLNAME}-controller"' in condition["expression"]
+    binding = find(defaults, "ValidatingAdmissionPolicyBinding", name)
+    assert binding["spec"] == {"policyName": name, "validationActions": ["Deny"]}
+
+
+# --- RBAC per component ------------------------------------------------------------------
+
+
+def rules(docs: list[Doc], kind: str, name: str) -> list[tuple[tuple[str, ...], ...]]:
+    """A role's rules as comparable tuples: (groups, resources, verbs, resourceNames)."""
+    return [
+        (
+            tuple(r["apiGroups"]),
+            tuple(r["resources"]),
+            tuple(r["verbs"]),
+            tuple(r.get("resourceNames", ())),
+        )
+        for r in find(docs, kind, name)["rules"]
+    ]
+
+
+def test_webhook_only_reads_what_it_indexes(defaults: list[Doc]) -> None:
+    read = ("get", "list", "watch")
+    assert rules(defaults, "ClusterRole", f"{FULLNAME}-webhook") == [
+        (("image.openshift.io",), ("imagestreams",), read, ()),
+        (("imagestreams.io",), ("imagepolicies",), read, ()),
+        (("",), ("namespaces",), read, ()),
+    ]
+
+
+def test_controller_rbac(defaults: list[Doc]) -> None:
+    name = f"{FULLNAME}-controller"
+    assert rules(defaults, "ClusterRole", name) == [
+        (("image.openshift.io",), ("imagestreams",), ("get", "list", "watch"), ()),
+        (("image.openshift.io",), ("imagestreams/status",), ("update", "patch"), ()),
+        (("",), ("events",), ("create", "patch"), ()),
+        (("authorization.k8s.io",), ("subjectaccessreviews",), ("create",), ()),
+        (("imagestreams.io",), ("imagepolicies",), ("get", "list", "watch"), ()),
+        (("",), ("namespaces",), ("get", "list", "watch", "patch"), ()),
+        (
+            ("apps",),
+            ("deployments", "statefulsets", "daemonsets"),
+            ("get", "list", "watch", "patch"),
+            (),
+        ),
+        (("batch",), ("cronjobs",), ("get", "list", "watch", "patch"), ()),
+    ]
+    assert rules(defaults, "ClusterRole", f"{name}-pull-secrets") == [
+        (("",), ("secrets",), ("list",), ())
+    ]
+    find(defaults, "ClusterRoleBinding", f"{name}-pull-secrets")
+    lease = find(defaults, "Role", f"{name}-leader-election")
+    assert lease["metadata"]["namespace"] == NS
+    args = args_of(find(defaults, "Deployment", name))
+    assert "--leader-elect" in args
+    assert flag(args, "--lease-namespace") == NS
+    assert rules(defaults, "Role", f"{name}-leader-election") == [
+        (("coordination.k8s.io",), ("leases",), ("create",), ()),
+        (("coordination.k8s.io",), ("leases",), ("get", "update"), (flag(args, "--lease-name"),)),
+    ]
+
+
+def test_controller_deployment(defaults: list[Doc]) -> None:
+    deployment = find(defaults, "Deployment", f"{FULLNAME}-controller")
+    assert deployment["spec"]["replicas"] == 2
+    args = args_of(deployment)
+    assert args[0] == "controller"
+    assert flag(args, "--metrics-bind") == "0.0.0.0:8080"
+    assert flag(args, "--scheduled-interval") == "15m"
+    service = find(defaults, "Service", f"{FULLNAME}-controller-metrics")
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+def test_pull_secrets_can_be_limited_to_namespaces(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["pull-secret-namespaces"]
+    bindings = [d for d in docs if d["metadata"]["name"] == f"{FULLNAME}-controller-pull-secrets"]
+    assert {(d["kind"], d["metadata"].get("namespace")) for d in bindings} == {
+        ("ClusterRole", None),
+        ("RoleBinding", "team-a"),
+        ("RoleBinding", "infra"),  # the global pull secret's namespace
+    }
+    args = args_of(find(docs, "Deployment", f"{FULLNAME}-controller"))
+    assert flag(args, "--global-pull-secret") == "infra/pull"
+
+
+# --- certificates ---------------------------------------------------------------------------
+
+
+def test_self_managed_certificates(defaults: list[Doc]) -> None:
+    assert "Certificate" not in kinds(defaults)
+    config = find(defaults, "MutatingWebhookConfiguration")
+    assert "cert-manager.io/inject-ca-from" not in config["metadata"].get("annotations", {})
+    name = f"{FULLNAME}-certs-sync"
+    deployment = find(defaults, "Deployment", name)
+    job = find(defaults, "Job", name)
+    assert deployment["spec"]["replicas"] == 1
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    for doc, mode in ((deployment, "--interval=1h"), (job, "--once")):
+        args = args_of(doc)
+        assert args[0] == "certs-sync" and args[-1] == mode
+        assert flag(args, "--secret") == f"{NS}/{FULLNAME}-webhook-tls"
+        assert flag(args, "--webhook") == config["metadata"]["name"]
+        assert flag(args, "--service") == f"{FULLNAME}-webhook"
+        assert flag(args, "--namespace") == NS
+        assert flag(args, "--rotate-before") == "30d"
+        assert pod_spec(doc)["serviceAccountName"] == name
+    assert rules(defaults, "Role", name) == [
+        (("",), ("secrets",), ("get", "update"), (f"{FULLNAME}-webhook-tls",)),
+        (("",), ("secrets",), ("create",), ()),
+        (("",), ("services",), ("get",), (f"{FULLNAME}-webhook",)),
+    ]
+    assert rules(defaults, "ClusterRole", name) == [
+        (
+            ("admissionregistration.k8s.io",),
+            ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"),
+            ("get", "patch"),
+            (FULLNAME,),
+        )
+    ]
+
+
+def test_admission_policy_limits_what_certs_sync_may_create(defaults: list[Doc]) -> None:
+    name = f"{FULLNAME}-certs-sync"
+    policy = find(defaults, "ValidatingAdmissionPolicy", name)
+    (condition,) = policy["spec"]["matchConditions"]
+    assert f'"system:serviceaccount:{NS}:{name}"' in condition["expression"]
+    (validation,) = policy["spec"]["validations"]
+    assert f'"{FULLNAME}-webhook-tls"' in validation["expression"]
+    assert '"kubernetes.io/tls"' in validation["expression"]
+    binding = find(defaults, "ValidatingAdmissionPolicyBinding", name)
+    assert binding["spec"] == {"policyName": name, "validationActions": ["Deny"]}
+
+
+def test_admission_policy_needs_kubernetes_1_30(tmp_path: Path) -> None:
+    docs = render({}, tmp_path, "1.29.0")
+    assert "ValidatingAdmissionPolicy" not in kinds(docs)
+    assert "Deployment" in kinds(render({}, tmp_path, "1.27.0"))
+
+
+def test_cert_manager_certificates(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["cert-manager"]
+    assert not [d for d in docs if "certs-sync" in d["metadata"]["name"]]
+    certificate = find(docs, "Certificate", f"{FULLNAME}-webhook")
+    deployment = find(docs, "Deployment", f"{FULLNAME}-webhook")
+    (tls,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "tls"]
+    assert certificate["spec"]["secretName"] == tls["secret"]["secretName"]
+    assert f"{FULLNAME}-webhook.{NS}.svc" in certificate["spec"]["dnsNames"]
+    config = find(docs, "MutatingWebhookConfiguration")
+    assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{NS}/{FULLNAME}-webhook"
+    )
+    # The chart's own CA: a self-signed Issuer makes it, a CA Issuer signs with it.
+    ca = find(docs, "Certificate", f"{FULLNAME}-ca")
+    assert ca["spec"]["isCA"] is True
+    assert (
+        ca["spec"]["issuerRef"]["name"]
+        == find(docs, "Issuer", f"{FULLNAME}-selfsigned")["metadata"]["name"]
+    )
+    assert (
+        find(docs, "Issuer", f"{FULLNAME}-ca")["spec"]["ca"]["secretName"]
+        == (ca["spec"]["secretName"])
+    )
+    assert certificate["spec"]["issuerRef"]["name"] == f"{FULLNAME}-ca"
+
+
+def test_cert_manager_with_an_existing_issuer(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["cert-manager-issuer"]
+    assert "Issuer" not in kinds(docs)
+    (certificate,) = [d for d in docs if d["kind"] == "Certificate"]
+    assert certificate["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
+
+
+# --- monitoring and network ----------------------------------------------------------------
+
+
+def test_service_monitors(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["service-monitor"]
+    webhook = find(docs, "ServiceMonitor", f"{FULLNAME}-webhook")
+    assert webhook["metadata"]["labels"]["release"] == "prom"
+    (endpoint,) = webhook["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["scheme"]) == ("https", "https")
+    assert endpoint["tlsConfig"]["ca"]["secret"] == {
+        "name": f"{FULLNAME}-webhook-tls",
+        "key": "ca.crt",
+    }
+    assert endpoint["tlsConfig"]["serverName"] == f"{FULLNAME}-webhook.{NS}.svc"
+    controller = find(docs, "ServiceMonitor", f"{FULLNAME}-controller")
+    service = find(docs, "Service", f"{FULLNAME}-controller-metrics")
+    assert controller["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert controller["spec"]["selector"]["matchLabels"].items() <= (
+        service["metadata"]["labels"].items()
+    )
+    assert "ServiceMonitor" not in kinds(rendered["defaults"])
+
+
+def test_network_policies(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["network-policy"]
+    webhook = find(docs, "NetworkPolicy", f"{FULLNAME}-webhook")
+    assert webhook["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = webhook["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "https", "protocol": "TCP"}]
+    assert rule["from"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
+    controller = find(docs, "NetworkPolicy", f"{FULLNAME}-controller")
+    assert controller["spec"]["ingress"][0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    certs = find(docs, "NetworkPolicy", f"{FULLNAME}-certs-sync")
+    assert "ingress" not in certs["spec"]  # nothing may connect to it
+    # Each policy selects the pods it is named for.
+    for policy in (webhook, controller):
+        name = policy["metadata"]["name"]
+        labels = find(docs, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert "NetworkPolicy" not in kinds(rendered["defaults"])
+
+
+def test_image_by_tag_or_digest(rendered: dict[str, list[Doc]]) -> None:
+    image = pod_spec(find(rendered["defaults"], "Deployment", f"{FULLNAME}-webhook"))["containers"][
+        0
+    ]["image"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert image.endswith(f":{chart['appVersion']}")
+    digest = pod_spec(find(rendered["digest"], "Deployment", f"{FULLNAME}-webhook"))["containers"][
+        0
+    ]["image"]
+    assert digest.endswith("@sha256:" + "ab" * 32)
+
+
+def test_pdb_min_available(rendered: dict[str, list[Doc]]) -> None:
+    pdb = find(rendered["everything"], "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 2 and "maxUnavailable" not in pdb["spec"]
+
+
+# --- bad values, versions ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"webhook": {"failurePolicy": "Sometimes"}},
+         "at '/webhook/failurePolicy': value must be one of 'Ignore', 'Fail'"),
+        ({"webhook": {"timeoutSeconds": 31}}, "at '/webhook/timeoutSeconds': maximum"),
+        ({"webhook": {"replicas": 0}}, "at '/webhook/replicas': minimum"),
+        ({"webhook": {"failurPolicy": "Fail"}}, "additional properties 'failurPolicy'"),
+        ({"webhook": {"name": "imagestreams"}}, "at '/webhook/name'"),
+        ({"webhook": {"admissionReviewVersions": ["v1beta1"]}}, "/webhook/admissionReviewVersions"),
+        ({"image": {"digest": "latest"}}, "at '/image/digest'"),
+        ({"certsSync": {"rotateBefore": "soon"}}, "at '/certsSync/rotateBefore'"),
+        ({"certManager": {"enabled": "yes"}}, "at '/certManager/enabled'"),
+        ({"certManager": {"issuerRef": {"kind": "Issuer"}}}, "/certManager/issuerRef"),
+        ({"controller": {"leaderElection": {"enabled": False}}},
+         "at '/controller/replicas': maximum"),
+        ({"controller": {"globalPullSecret": "no-namespace"}}, "/controller/globalPullSecret"),
+        ({"webhook": {"port": 443}}, "at '/webhook/port': minimum"),
+    ],
+)  # fmt: skip
+def test_bad_values_are_rejected_with_their_path(values: Doc, message: str, tmp_path: Path) -> None:
+    proc = helm(
+        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION,
+        "-f", values_file(values, tmp_path), check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "values don't meet the specifications of the schema" in proc.stderr
+    assert message in proc.stderr, proc.stderr
+
+
+def test_controller_without_leader_election_and_one_replica(tmp_path: Path) -> None:
+    docs = render({"controller": {"replicas": 1, "leaderElection": {"enabled": False}}}, tmp_path)
+    args = args_of(find(docs, "Deployment", f"{FULLNAME}-controller"))
+    assert "--no-leader-elect" in args
+    assert not [d for d in docs if d["metadata"]["name"].endswith("leader-election")]
+
+
+def test_kubernetes_older_than_1_27_is_refused(tmp_path: Path) -> None:
+    proc = helm("template", RELEASE, str(CHART), "--kube-version", "1.26.9", check=False)
+    assert proc.returncode != 0
+    assert "chart requires kubeVersion: >=1.27.0-0" in proc.stderr
+    # Managed clusters report pre-release style versions; they are accepted.
+    render({}, tmp_path, "1.29.4-eks-036c24b")
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["kubeVersion"] == ">=1.27.0-0"
+    assert chart["appVersion"]
+    assert (CHART / "crds" / "imagestreams.yaml").exists()
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    # Every top-level value is described by the schema.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) <= set(schema["properties"])
