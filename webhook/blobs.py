@@ -15,10 +15,12 @@ token cache and `on_response` hook) that can also
   to use instead);
 - PUT and DELETE manifests.
 
-Requests with a streamed body are sent once (a stream cannot be replayed): they carry the
-authorization learnt by the bodiless request that opened the upload, and a 401 or 429 on
-them is an error for the caller to retry as a whole. Bodiless requests and manifest PUTs get
-the 401 challenge round trip and the bounded 429/503 retries that the base client does.
+Every request goes through the base client's one request path, `RegistryClient._request`,
+with the token scopes it needs. Requests with a streamed body are sent once (a stream cannot
+be replayed): they carry the authorization learnt by the bodiless request that opened the
+upload, and a 401 or 429 on them is an error for the caller to retry as a whole. Bodiless
+requests and manifest PUTs get the 401 challenge round trip and the bounded 429/503 retries
+that the base client's requests get.
 
 `counting()` tallies the requests the current thread sends, by host and method, so a copy
 can report what it cost without counting other threads' imports.
@@ -39,27 +41,24 @@ import requests
 
 from webhook.reference import is_valid_digest
 from webhook.registry import (
-    _TOKEN_CACHE_PRUNE_AT,
     ACCEPT_MANIFESTS,
-    Challenge,
     DigestMismatch,
     Forbidden,
     InternalError,
     ManifestHead,
     NotFound,
+    QueryParams,
     RegistryClient,
     RegistryError,
     Repository,
-    Token,
+    RequestBody,
     Unauthorized,
-    _connection_problem,
-    _credential_key,
-    _error_detail,
     api_host,
     compute_digest,
-    parse_challenges,
-    parse_retry_after,
-    parse_token_response,
+    connection_problem,
+    error_detail,
+    manifest_head,
+    repository_scope,
 )
 
 PULL = "pull"
@@ -67,10 +66,6 @@ PUSH = "pull,push"
 DELETE = "delete"  # what distribution (and Harbor) ask of a token for DELETE
 READ_CHUNK = 1024 * 1024  # what one read from the source asks for
 MONOLITHIC = None  # chunk_size meaning "one PUT"
-
-
-def repository_scope(path: str, actions: str = PULL) -> str:
-    return f"repository:{path}:{actions}"
 
 
 def with_query(url: str, **params: str) -> str:
@@ -148,8 +143,7 @@ class VerifiedBlob:
             chunk = next(self._chunks, b"")
         except requests.RequestException as error:
             raise InternalError(
-                f"reading blob {self.digest} from {self._where} failed:"
-                f" {_connection_problem(error)}"
+                f"reading blob {self.digest} from {self._where} failed: {connection_problem(error)}"
             ) from None
         if not chunk:
             if self.received < self.size:
@@ -287,20 +281,7 @@ class BlobClient(RegistryClient):
             if response.status_code == 404:
                 return None
             self._check(response, repo, f"manifest {reference}", actions)
-            digest = response.headers.get("Docker-Content-Digest")
-            if digest is not None and not is_valid_digest(digest):
-                raise InternalError(
-                    f"registry {api_host(repo.registry)} sent an invalid digest {digest!r}"
-                    f" for {repo.name}:{reference}"
-                )
-            if digest and ":" in reference and digest != reference:
-                raise DigestMismatch(
-                    f"registry {api_host(repo.registry)} answered {repo.name}@{reference}"
-                    f" with a manifest whose digest is {digest}"
-                )
-            length = response.headers.get("Content-Length", "")
-            media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
-            return ManifestHead(digest, media_type, int(length) if length.isdigit() else None)
+            return manifest_head(response, repo, reference)
 
     @contextlib.contextmanager
     def open_blob(self, repo: Repository, digest: str, size: int) -> Iterator[VerifiedBlob]:
@@ -365,7 +346,7 @@ class BlobClient(RegistryClient):
         try:
             if chunk_size is None or blob.size <= chunk_size:
                 blob.greedy = True
-                body: Any = blob if blob.size else b""
+                body: RequestBody = blob if blob.size else b""
                 self._commit(session.location, repo, blob.digest, body, blob.size)
                 return
             location, offset = session.location, session.offset
@@ -393,7 +374,9 @@ class BlobClient(RegistryClient):
             self.cancel_upload(session)
             raise
 
-    def _commit(self, location: str, repo: Repository, digest: str, body: Any, size: int) -> None:
+    def _commit(
+        self, location: str, repo: Repository, digest: str, body: RequestBody, size: int
+    ) -> None:
         response = self._scoped(
             "PUT",
             repo,
@@ -471,231 +454,26 @@ class BlobClient(RegistryClient):
         actions: str = PULL,
         scopes: Sequence[str] | None = None,
         headers: Mapping[str, str] | None = None,
-        params: Mapping[str, str] | None = None,
-        data: Any = None,
+        params: QueryParams | None = None,
+        data: RequestBody | None = None,
         replayable: bool = True,
     ) -> requests.Response:
         """One request to `repo`'s registry (`target`: a path, or an absolute upload URL)
-        with a token for `scopes` (default: `repo` with `actions`)."""
-        host = api_host(repo.registry)
-        insecure = self._insecure(repo)
-        scope_list = tuple(scopes or (repository_scope(repo.path, actions),))
-        url = target if "://" in target else f"{self._scheme(repo)}://{host}{target}"
-        same_host = urllib.parse.urlsplit(url).netloc.lower() == host.lower()
-        authorization = self._scoped_authorization(host, repo, scope_list, insecure)
-        try:
-            response = self._exchange(
-                method,
-                url,
-                dict(headers or {}),
-                authorization if same_host else None,
-                insecure,
-                params,
-                data,
-                replayable,
-            )
-            if response.status_code != 401 or not replayable or not same_host:
-                return response
-            challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
-            fresh = self._answer_scoped(host, repo, challenges, scope_list, insecure)
-            if fresh is None or fresh == authorization:
-                return response
-            response.close()
-            return self._exchange(
-                method, url, dict(headers or {}), fresh, insecure, params, data, replayable
-            )
-        except requests.RequestException as error:
-            raise InternalError(
-                f"{method} to registry {host} for {repo.name} failed: {_connection_problem(error)}"
-            ) from None
-
-    def _scheme(self, repo: Repository) -> str:
-        """https, or for an insecure registry whichever of https and http answers `/v2/`
-        (learnt once per host; the challenge it sends is remembered too)."""
-        if not self._insecure(repo):
-            return "https"
-        host = api_host(repo.registry)
-        with self._lock:
-            learnt = self._schemes.get(host)
-        if learnt is not None:
-            return learnt
-        failure: requests.RequestException | None = None
-        for scheme in ("https", "http"):
-            try:
-                response = self._exchange(
-                    "GET", f"{scheme}://{host}/v2/", {}, None, True, None, None, True
-                )
-            except requests.RequestException as error:
-                failure = error
-                continue
-            with response:
-                challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
-            with self._lock:
-                self._schemes[host] = scheme
-                known = {c.scheme: c for c in challenges if c.scheme in ("bearer", "basic")}
-                if known:
-                    self._challenges[host] = known.get("bearer") or known["basic"]
-            return scheme
-        assert failure is not None
-        raise InternalError(
-            f"could not reach registry {host} for {repo.name}: {_connection_problem(failure)}"
+        with a token for `scopes` (default: `repo` with `actions`), through the base
+        client's `_request`: never a redirect followed, and a path goes to the scheme the
+        registry answered `/v2/` on, so a write is not tried on a guessed one."""
+        url = target if "://" in target else self._probed_url(repo, target)
+        return self._request(
+            method,
+            repo,
+            url,
+            headers,
+            scopes=scopes or (repository_scope(repo.path, actions),),
+            params=params,
+            data=data,
+            replayable=replayable,
+            follow_redirects=False,
         )
-
-    def _scoped_authorization(
-        self, host: str, repo: Repository, scopes: tuple[str, ...], insecure: bool
-    ) -> str | None:
-        with self._lock:
-            challenge = self._challenges.get(host)
-            token = self._tokens.get(self._scoped_key(host, repo, scopes))
-        if challenge is None:
-            return None
-        if challenge.scheme == "basic":
-            return self._basic(repo.credential)
-        if challenge.scheme != "bearer":
-            return None
-        if token is None or token.expires_at <= self._monotonic():
-            token = self._fetch_scoped_token(host, repo, challenge, scopes, insecure)
-        return f"Bearer {token.value}"
-
-    def _answer_scoped(
-        self,
-        host: str,
-        repo: Repository,
-        challenges: Sequence[Challenge],
-        scopes: tuple[str, ...],
-        insecure: bool,
-    ) -> str | None:
-        by_scheme = {challenge.scheme: challenge for challenge in challenges}
-        if "bearer" in by_scheme:
-            with self._lock:
-                self._challenges[host] = by_scheme["bearer"]
-            token = self._fetch_scoped_token(host, repo, by_scheme["bearer"], scopes, insecure)
-            return f"Bearer {token.value}"
-        if "basic" in by_scheme:
-            with self._lock:
-                self._challenges[host] = by_scheme["basic"]
-            return self._basic(repo.credential)
-        return None
-
-    @staticmethod
-    def _scoped_key(host: str, repo: Repository, scopes: tuple[str, ...]) -> tuple[str, str, str]:
-        return (host, " ".join(scopes), _credential_key(repo.credential))
-
-    def _fetch_scoped_token(
-        self,
-        host: str,
-        repo: Repository,
-        challenge: Challenge,
-        scopes: tuple[str, ...],
-        insecure: bool,
-    ) -> Token:
-        realm = challenge.params.get("realm", "")
-        if not realm.startswith(("https://", "http://")):
-            raise InternalError(f"registry {host}'s bearer challenge names no usable realm")
-        if realm.startswith("http://") and repo.credential is not None and not insecure:
-            raise InternalError(
-                f"registry {host} asks for credentials to be sent over plain HTTP to {realm};"
-                " refusing"
-            )
-        params = [("scope", scope) for scope in scopes]
-        if challenge.params.get("service"):
-            params.append(("service", challenge.params["service"]))
-        headers = {}
-        basic = self._basic(repo.credential)
-        if basic:
-            headers["Authorization"] = basic
-        try:
-            response = self._session.get(
-                realm,
-                params=params,
-                headers=headers,
-                verify=False if insecure else (self.config.ca_bundle or True),
-                timeout=(self.config.connect_timeout, self.config.read_timeout),
-            )
-        except requests.RequestException as error:
-            self._report(urllib.parse.urlsplit(realm).netloc, "GET", 0)
-            raise InternalError(
-                f"could not reach the token server {realm} of registry {host}:"
-                f" {_connection_problem(error)}"
-            ) from None
-        self._report(urllib.parse.urlsplit(realm).netloc, "GET", response.status_code)
-        with response:
-            if response.status_code in (401, 403):
-                who = (
-                    f"the credentials from {repo.credential.source or 'a secret'}"
-                    if repo.credential
-                    else "anonymous access"
-                )
-                error_type = Unauthorized if response.status_code == 401 else Forbidden
-                raise error_type(
-                    f"the token server of registry {host} refused {who} for"
-                    f" {' '.join(scopes)} (HTTP {response.status_code})",
-                    status=response.status_code,
-                )
-            if response.status_code != 200:
-                raise InternalError(
-                    f"the token server of registry {host} answered HTTP {response.status_code}",
-                    status=response.status_code,
-                )
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-        now = self._monotonic()
-        token = parse_token_response(body, now)
-        with self._lock:
-            if len(self._tokens) >= _TOKEN_CACHE_PRUNE_AT:
-                self._tokens = {k: t for k, t in self._tokens.items() if t.expires_at > now}
-            self._tokens[self._scoped_key(host, repo, scopes)] = token
-        return token
-
-    def _exchange(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        authorization: str | None,
-        insecure: bool,
-        params: Mapping[str, str] | None,
-        data: Any,
-        replayable: bool,
-    ) -> requests.Response:
-        """Send once; a replayable request is repeated after a 429/503 (bounded)."""
-        if authorization:
-            headers["Authorization"] = authorization
-        verify: bool | str = False if insecure else (self.config.ca_bundle or True)
-        host = urllib.parse.urlsplit(url).netloc
-        attempt = 0
-        while True:
-            try:
-                response = self._session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    params=params,
-                    data=data,
-                    verify=verify,
-                    timeout=(self.config.connect_timeout, self.config.read_timeout),
-                    allow_redirects=False,
-                )
-            except requests.RequestException:
-                self._report(host, method, 0)
-                raise
-            self._report(host, method, response.status_code)
-            if (
-                response.status_code not in (429, 503)
-                or not replayable
-                or attempt >= self.config.max_retries
-            ):
-                return response
-            wait = parse_retry_after(response.headers.get("Retry-After"), self._wall_clock())
-            if wait is None:
-                wait = min(2.0**attempt, self.config.max_retry_wait)
-            if wait > self.config.max_retry_wait:
-                return response
-            response.close()
-            self._sleep(wait)
-            attempt += 1
 
     def _location(self, response: requests.Response, repo: Repository) -> str:
         location = response.headers.get("Location", "")
@@ -714,7 +492,7 @@ class BlobClient(RegistryClient):
         if 200 <= status < 300:
             return
         host = api_host(repo.registry)
-        detail = "" if response.request.method == "HEAD" else _error_detail(response)
+        detail = "" if response.request.method == "HEAD" else error_detail(response)
         answered = f"registry {host} answered HTTP {status}{detail}"
         verb = {PULL: "pull from", DELETE: "delete from"}.get(actions, "push to")
         if status == 404:
@@ -733,7 +511,7 @@ class BlobClient(RegistryClient):
             raise Forbidden(f"{verb} {repo.name} is denied ({answered})", status=status)
         retry_after = None
         if status in (429, 503):
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), self._wall_clock())
+            retry_after = self._retry_after(response)
         raise InternalError(
             f"{what} in {repo.name}: {answered}", status=status, retry_after=retry_after
         )

@@ -37,9 +37,10 @@ import logging
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import requests
 import urllib3
@@ -193,19 +194,31 @@ def parse_challenges(header: str) -> list[Challenge]:
     return challenges
 
 
+def repository_scope(repository: str, actions: str = "pull") -> str:
+    """The token scope for `actions` ("pull", "pull,push", "delete") on `repository`."""
+    return f"repository:{repository}:{actions}"
+
+
 def pull_scope(repository: str) -> str:
-    return f"repository:{repository}:pull"
+    return repository_scope(repository, "pull")
+
+
+def token_query(challenge: Challenge, scopes: Sequence[str]) -> tuple[str, list[tuple[str, str]]]:
+    """The realm URL and query parameters (one `scope` each, then `service`) for a bearer
+    token that grants `scopes`."""
+    realm = challenge.params.get("realm", "")
+    if not realm.startswith(("https://", "http://")):
+        raise InternalError(f"the registry's bearer challenge names no usable realm: {realm!r}")
+    params = [("scope", scope) for scope in scopes]
+    if challenge.params.get("service"):
+        params.append(("service", challenge.params["service"]))
+    return realm, params
 
 
 def token_request(challenge: Challenge, repository: str) -> tuple[str, dict[str, str]]:
     """The realm URL and query parameters for a bearer token that can pull `repository`."""
-    realm = challenge.params.get("realm", "")
-    if not realm.startswith(("https://", "http://")):
-        raise InternalError(f"the registry's bearer challenge names no usable realm: {realm!r}")
-    params = {"scope": pull_scope(repository)}
-    if challenge.params.get("service"):
-        params["service"] = challenge.params["service"]
-    return realm, params
+    realm, params = token_query(challenge, [pull_scope(repository)])
+    return realm, dict(params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -661,8 +674,65 @@ class ManifestHead:
 ResponseHook = Callable[[str, str, int], None]  # (registry host, method, status; 0 = no answer)
 
 
+class BodyStream(Protocol):
+    """A request body streamed as it is read: `requests` sends `len()` as the Content-Length
+    and `read()`s until b""."""
+
+    def read(self, amount: int = -1, /) -> bytes: ...
+
+    def __len__(self) -> int: ...
+
+
+RequestBody = bytes | BodyStream
+QueryParams = Mapping[str, str] | Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Access:
+    """What a request asks of the registry: the token scopes, and whether that is an
+    import's pull of the repository (its error messages then speak of pull secrets and
+    importPolicy.insecure; otherwise of the scopes and the secret)."""
+
+    scopes: tuple[str, ...]
+    import_pull: bool
+
+
 def _shown(reference: str) -> str:
     return f"@{reference}" if ":" in reference else f":{reference}"
+
+
+def manifest_head(response: requests.Response, repo: Repository, reference: str) -> ManifestHead:
+    """The digest, media type and size a successful manifest HEAD answered with; the digest
+    must be valid and, for a digest reference, the one asked for."""
+    digest = response.headers.get("Docker-Content-Digest")
+    if digest is not None and not is_valid_digest(digest):
+        raise InternalError(
+            f"registry {api_host(repo.registry)} sent an invalid digest {digest!r}"
+            f" for {repo.name}{_shown(reference)}"
+        )
+    if digest and ":" in reference and digest != reference:
+        raise DigestMismatch(
+            f"registry {api_host(repo.registry)} answered {repo.name}@{reference}"
+            f" with a manifest whose digest is {digest}"
+        )
+    length = response.headers.get("Content-Length", "")
+    media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+    return ManifestHead(digest, media_type, int(length) if length.isdigit() else None)
+
+
+@dataclass(frozen=True, slots=True)
+class _SendOptions:
+    """How `_send` sends a request beyond method, URL and headers."""
+
+    params: QueryParams | None = None
+    data: RequestBody | None = None
+    stream: bool = False
+    replayable: bool = True  # False: a streamed body, sent once whatever the answer
+    follow_redirects: bool = True
+
+
+def _token_key(host: str, repo: Repository, access: _Access) -> tuple[str, str, str]:
+    return (host, " ".join(access.scopes), _credential_key(repo.credential))
 
 
 def _credential_key(credential: Credential | None) -> str:
@@ -673,8 +743,9 @@ def _credential_key(credential: Credential | None) -> str:
     return f"{credential.username}:{secret}"
 
 
-def _error_detail(response: requests.Response) -> str:
-    """`: MANIFEST_UNKNOWN manifest unknown` from an OCI error body, or ""."""
+def error_detail(response: requests.Response) -> str:
+    """`: MANIFEST_UNKNOWN manifest unknown` from an OCI error body, or "" (for messages; reads
+    at most 64 KiB of the body)."""
     try:
         # Read at most 64 KiB: an error body is advice, and a hostile one may be endless.
         head = next(response.iter_content(65536), b"")
@@ -692,7 +763,7 @@ def _error_detail(response: requests.Response) -> str:
     return f": {detail[:_ERROR_DETAIL_LIMIT]}" if detail else ""
 
 
-def _connection_problem(error: requests.RequestException) -> str:
+def connection_problem(error: requests.RequestException) -> str:
     """A short, credential-free description of why no HTTP answer came."""
     text = str(error)
     if isinstance(error, requests.exceptions.SSLError):
@@ -758,20 +829,7 @@ class RegistryClient:
         response = self._request("HEAD", repo, path, {"Accept": ACCEPT_MANIFESTS})
         with response:
             self._raise_for_status(response, repo, reference)
-            digest = response.headers.get("Docker-Content-Digest")
-            if digest is not None and not is_valid_digest(digest):
-                raise InternalError(
-                    f"registry {api_host(repo.registry)} sent an invalid digest {digest!r}"
-                    f" for {repo.name}{_shown(reference)}"
-                )
-            if digest and ":" in reference and digest != reference:
-                raise DigestMismatch(
-                    f"registry {api_host(repo.registry)} answered {repo.name}@{reference}"
-                    f" with a manifest whose digest is {digest}"
-                )
-            length = response.headers.get("Content-Length", "")
-            media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
-            return ManifestHead(digest, media_type, int(length) if length.isdigit() else None)
+            return manifest_head(response, repo, reference)
 
     def get_manifest(self, repo: Repository, reference: str) -> Manifest:
         """Fetch and verify `repo:reference`: its digest is checked against the one asked for
@@ -836,7 +894,7 @@ class RegistryClient:
         except requests.RequestException as error:
             raise InternalError(
                 f"reading the manifest for {repo.name}{_shown(ref)} from registry"
-                f" {api_host(repo.registry)} failed: {_connection_problem(error)}"
+                f" {api_host(repo.registry)} failed: {connection_problem(error)}"
             ) from None
         return b"".join(chunks)
 
@@ -846,7 +904,7 @@ class RegistryClient:
             return
         host = api_host(repo.registry)
         where = f"{repo.name}{_shown(ref)}"
-        detail = "" if response.request.method == "HEAD" else _error_detail(response)
+        detail = "" if response.request.method == "HEAD" else error_detail(response)
         answered = f"registry {host} answered HTTP {status}{detail}"
         if status == 404:
             what = "manifest" if ":" in ref else "tag"
@@ -863,7 +921,7 @@ class RegistryClient:
             )
         retry_after = None
         if status in (429, 503):
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), self._wall_clock())
+            retry_after = self._retry_after(response)
             later = f", retry after {retry_after:.0f}s" if retry_after is not None else ""
             raise InternalError(
                 f"registry {host} is rate limiting or unavailable for {where} ({answered}{later})",
@@ -883,74 +941,151 @@ class RegistryClient:
         return f"the credentials from {repo.credential.source or 'a pull secret'} were used"
 
     # -- requests with auth and retries -----------------------------------------------------
+    #
+    # The one request path, for this client's pulls and for subclasses (`blobs.BlobClient`
+    # sends its blob reads, uploads, mounts and manifest writes through `_request` too): the
+    # challenge each registry sent last and the tokens per (registry, scopes, identity) are
+    # shared by all of them.
 
     def _insecure(self, repo: Repository) -> bool:
         return repo.insecure or host_in(api_host(repo.registry), self.config.insecure_registries)
+
+    def _retry_after(self, response: requests.Response) -> float | None:
+        """The seconds a response's `Retry-After` asks to wait, or None."""
+        return parse_retry_after(response.headers.get("Retry-After"), self._wall_clock())
 
     def _request(
         self,
         method: str,
         repo: Repository,
-        path: str,
-        headers: Mapping[str, str],
+        target: str,
+        headers: Mapping[str, str] | None = None,
         *,
+        scopes: Sequence[str] | None = None,
+        params: QueryParams | None = None,
+        data: RequestBody | None = None,
         stream: bool = False,
+        replayable: bool = True,
+        follow_redirects: bool = True,
     ) -> requests.Response:
-        """Send to the registry over HTTPS, or for an insecure one HTTPS then HTTP."""
+        """Send one request to `repo`'s registry with the authorization it asks for; the
+        answer is returned whatever its status, for the caller to map to an error.
+
+        `target` is a path (`/v2/…`), sent over HTTPS, or for an insecure registry over the
+        scheme learnt for it, else HTTPS and then HTTP; or an absolute URL (an upload's
+        Location), sent as it is, with the Authorization header only on the registry's own
+        host. `scopes` are the token scopes to ask for; None is an import's pull of `repo`.
+        A 401 with a new challenge is answered and the request sent again once; a 429/503 is
+        sent again as its Retry-After asks, a bounded number of times. A request whose body
+        is a stream is not `replayable`: it is sent once, 401 and 429 included. No answer at
+        all raises InternalError.
+        """
         host = api_host(repo.registry)
         insecure = self._insecure(repo)
-        learnt = None
-        if insecure:
-            # Only an insecure request may use what an insecure request learnt: a stream
-            # without importPolicy.insecure must never be downgraded to HTTP by another's.
-            with self._lock:
-                learnt = self._schemes.get(host)
-        schemes = [learnt] if learnt else (["https", "http"] if insecure else ["https"])
+        if scopes is None:
+            access = _Access((pull_scope(repo.path),), import_pull=True)
+        else:
+            access = _Access(tuple(scopes), import_pull=False)
+        options = _SendOptions(params, data, stream, replayable, follow_redirects)
+        if "://" in target:
+            urls = [target]
+        else:
+            learnt = None
+            if insecure:
+                # Only an insecure request may use what an insecure request learnt: a stream
+                # without importPolicy.insecure must never be downgraded to HTTP by another's.
+                with self._lock:
+                    learnt = self._schemes.get(host)
+            schemes = [learnt] if learnt else (["https", "http"] if insecure else ["https"])
+            urls = [f"{scheme}://{host}{target}" for scheme in schemes]
         failure: requests.RequestException | None = None
-        for scheme in schemes:
-            url = f"{scheme}://{host}{path}"
+        for url in urls:
             try:
-                response = self._authorized_send(method, url, repo, headers, stream, insecure)
+                response = self._authorized_send(
+                    method, url, repo, access, headers or {}, insecure, options
+                )
             except requests.RequestException as error:
                 failure = error
                 continue
-            if insecure:
+            if insecure and "://" not in target:
                 with self._lock:
-                    self._schemes[host] = scheme
+                    self._schemes[host] = url.split("://", 1)[0]
             return response
         assert failure is not None
+        if not access.import_pull:
+            raise InternalError(
+                f"{method} to registry {host} for {repo.name} failed: {connection_problem(failure)}"
+            ) from None
         hint = ""
         if isinstance(failure, requests.exceptions.SSLError) and not insecure:
             hint = " (a verified TLS certificate is required unless importPolicy.insecure is set)"
         raise InternalError(
-            f"could not reach registry {host} for {repo.name}: {_connection_problem(failure)}{hint}"
+            f"could not reach registry {host} for {repo.name}: {connection_problem(failure)}{hint}"
         ) from None
+
+    def _probed_url(self, repo: Repository, path: str) -> str:
+        """The absolute URL of `path` on `repo`'s registry, for requests that should not be
+        tried on a guessed scheme (writes): https, or for an insecure registry whichever of
+        https and http answers an anonymous `GET /v2/` (learnt once per host; the challenge
+        that answer carries is remembered, so the first write goes out authorized)."""
+        host = api_host(repo.registry)
+        if not self._insecure(repo):
+            return f"https://{host}{path}"
+        with self._lock:
+            learnt = self._schemes.get(host)
+        if learnt is not None:
+            return f"{learnt}://{host}{path}"
+        probe = _SendOptions(follow_redirects=False)
+        failure: requests.RequestException | None = None
+        for scheme in ("https", "http"):
+            try:
+                response = self._send("GET", f"{scheme}://{host}/v2/", {}, None, True, probe)
+            except requests.RequestException as error:
+                failure = error
+                continue
+            with response:
+                challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
+            with self._lock:
+                self._schemes[host] = scheme
+                known = {c.scheme: c for c in challenges if c.scheme in ("bearer", "basic")}
+                if known:
+                    self._challenges[host] = known.get("bearer") or known["basic"]
+            return f"{scheme}://{host}{path}"
+        assert failure is not None
+        raise InternalError(
+            f"could not reach registry {host} for {repo.name}: {connection_problem(failure)}"
+        )
 
     def _authorized_send(
         self,
         method: str,
         url: str,
         repo: Repository,
+        access: _Access,
         headers: Mapping[str, str],
-        stream: bool,
         insecure: bool,
+        options: _SendOptions,
     ) -> requests.Response:
         host = api_host(repo.registry)
-        authorization = self._known_authorization(host, repo, insecure)
-        response = self._send(method, url, headers, authorization, stream, insecure)
-        if response.status_code != 401:
+        same_host = urllib.parse.urlsplit(url).netloc.lower() == host.lower()
+        authorization = self._known_authorization(host, repo, access, insecure)
+        sent = authorization if same_host else None
+        response = self._send(method, url, headers, sent, insecure, options)
+        if response.status_code != 401 or not options.replayable or not same_host:
             return response
         challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
-        fresh = self._answer_challenge(host, repo, challenges, insecure)
+        fresh = self._answer_challenge(host, repo, access, challenges, insecure)
         if fresh is None or fresh == authorization:
             return response  # nothing new to try: the 401 stands
         response.close()
-        return self._send(method, url, headers, fresh, stream, insecure)
+        return self._send(method, url, headers, fresh, insecure, options)
 
-    def _known_authorization(self, host: str, repo: Repository, insecure: bool) -> str | None:
+    def _known_authorization(
+        self, host: str, repo: Repository, access: _Access, insecure: bool
+    ) -> str | None:
         """Authorization to send up front for a registry whose challenge we already know, so
         a HEAD with a live token costs one request instead of a 401 round trip."""
-        key = (host, pull_scope(repo.path), _credential_key(repo.credential))
+        key = _token_key(host, repo, access)
         with self._lock:
             challenge = self._challenges.get(host)
             token = self._tokens.get(key)
@@ -959,7 +1094,7 @@ class RegistryClient:
         if challenge.scheme == "basic":
             return self._basic(repo.credential)
         if token is None or token.expires_at <= self._monotonic():
-            token = self._fetch_token(host, repo, challenge, insecure)
+            token = self._fetch_token(host, repo, access, challenge, insecure)
         return f"Bearer {token.value}"
 
     @staticmethod
@@ -970,14 +1105,19 @@ class RegistryClient:
         return "Basic " + base64.b64encode(pair).decode("ascii")
 
     def _answer_challenge(
-        self, host: str, repo: Repository, challenges: Sequence[Challenge], insecure: bool
+        self,
+        host: str,
+        repo: Repository,
+        access: _Access,
+        challenges: Sequence[Challenge],
+        insecure: bool,
     ) -> str | None:
         by_scheme = {challenge.scheme: challenge for challenge in challenges}
         if "bearer" in by_scheme:
             challenge = by_scheme["bearer"]
             with self._lock:
                 self._challenges[host] = challenge
-            token = self._fetch_token(host, repo, challenge, insecure)
+            token = self._fetch_token(host, repo, access, challenge, insecure)
             return f"Bearer {token.value}"
         if "basic" in by_scheme:
             with self._lock:
@@ -986,32 +1126,43 @@ class RegistryClient:
         return None
 
     def _fetch_token(
-        self, host: str, repo: Repository, challenge: Challenge, insecure: bool
+        self, host: str, repo: Repository, access: _Access, challenge: Challenge, insecure: bool
     ) -> Token:
-        realm, params = token_request(challenge, repo.path)
+        realm, params = token_query(challenge, access.scopes)
         if realm.startswith("http://") and repo.credential is not None and not insecure:
+            hint = (
+                " (set importPolicy.insecure only if you trust that network)"
+                if access.import_pull
+                else ""
+            )
             raise InternalError(
                 f"registry {host} asks for credentials to be sent over plain HTTP to {realm};"
-                " refusing (set importPolicy.insecure only if you trust that network)"
+                f" refusing{hint}"
             )
         authorization = self._basic(repo.credential)
         try:
-            response = self._send("GET", realm, {}, authorization, False, insecure, params)
+            response = self._send(
+                "GET", realm, {}, authorization, insecure, _SendOptions(params=params)
+            )
         except requests.RequestException as error:
             raise InternalError(
                 f"could not reach the token server {realm} of registry {host}:"
-                f" {_connection_problem(error)}"
+                f" {connection_problem(error)}"
             ) from None
         with response:
             if response.status_code in (401, 403):
+                secret = "a pull secret" if access.import_pull else "a secret"
                 who = (
-                    f"the credentials from {repo.credential.source or 'a pull secret'}"
+                    f"the credentials from {repo.credential.source or secret}"
                     if repo.credential
                     else "anonymous access"
                 )
+                asked = (
+                    f"to {repo.name}" if access.import_pull else f"for {' '.join(access.scopes)}"
+                )
                 error_type = Unauthorized if response.status_code == 401 else Forbidden
                 raise error_type(
-                    f"the token server of registry {host} refused {who} to {repo.name}"
+                    f"the token server of registry {host} refused {who} {asked}"
                     f" (HTTP {response.status_code})",
                     status=response.status_code,
                 )
@@ -1030,8 +1181,7 @@ class RegistryClient:
             if len(self._tokens) >= _TOKEN_CACHE_PRUNE_AT:
                 # One token per repository and identity adds up over thousands of streams.
                 self._tokens = {k: t for k, t in self._tokens.items() if t.expires_at > now}
-            key = (host, pull_scope(repo.path), _credential_key(repo.credential))
-            self._tokens[key] = token
+            self._tokens[_token_key(host, repo, access)] = token
         return token
 
     def _send(
@@ -1040,11 +1190,11 @@ class RegistryClient:
         url: str,
         headers: Mapping[str, str],
         authorization: str | None,
-        stream: bool,
         insecure: bool,
-        params: Mapping[str, str] | None = None,
+        options: _SendOptions,
     ) -> requests.Response:
-        """One request, repeated after a 429/503 as the server's Retry-After asks (bounded)."""
+        """One request, repeated after a 429/503 as the server's Retry-After asks (bounded),
+        unless it is not replayable."""
         all_headers = dict(headers)
         if authorization:
             all_headers["Authorization"] = authorization
@@ -1059,19 +1209,24 @@ class RegistryClient:
                     method,
                     url,
                     headers=all_headers,
-                    params=params,
-                    stream=stream,
+                    params=options.params,
+                    data=options.data,
+                    stream=options.stream,
                     verify=verify,
                     timeout=(self.config.connect_timeout, self.config.read_timeout),
-                    allow_redirects=True,
+                    allow_redirects=options.follow_redirects,
                 )
             except requests.RequestException:
                 self._report(host, method, 0)
                 raise
             self._report(host, method, response.status_code)
-            if response.status_code not in (429, 503) or attempt >= self.config.max_retries:
+            if (
+                response.status_code not in (429, 503)
+                or not options.replayable
+                or attempt >= self.config.max_retries
+            ):
                 return response
-            wait = parse_retry_after(response.headers.get("Retry-After"), self._wall_clock())
+            wait = self._retry_after(response)
             if wait is None:
                 wait = min(2.0**attempt, self.config.max_retry_wait)  # 1 s, 2 s, 4 s …
             if wait > self.config.max_retry_wait:
@@ -1082,6 +1237,8 @@ class RegistryClient:
             attempt += 1
 
     def _report(self, host: str, method: str, status: int) -> None:
+        """Called once for every request sent (`status` 0: no answer came), token requests
+        and retries included: the place for a subclass to count requests."""
         if self._on_response is not None:
             try:
                 self._on_response(host, method, status)

@@ -18,44 +18,36 @@ Images (all generated here, nothing pulled from outside):
 
 from __future__ import annotations
 
-import gzip
-import http.client
 import http.server
-import io
-import os
 import secrets
-import tarfile
 import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
+import registry_fixtures
 from registry_fixtures import (
     TOKEN_ISSUER,
     TOKEN_SERVICE,
     Crane,
+    LoopbackServer,
     RegistryServer,
     TokenIssuer,
     TokenServer,
+    fetch_upstream,
+    relay_head,
     start_registry,
 )
 
 
 def make_layer(path: Path, label: str, random_bytes: int = 0) -> Path:
-    """A gzipped tarball with one file: a label and a random token, plus `random_bytes` of
-    incompressible data."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as archive:
-        content = f"{label} {secrets.token_hex(16)}\n".encode() + os.urandom(random_bytes)
-        info = tarfile.TarInfo(f"opt/{label}.bin")
-        info.size = len(content)
-        info.mtime = 0
-        archive.addfile(info, io.BytesIO(content))
-    path.write_bytes(gzip.compress(raw.getvalue(), compresslevel=1, mtime=0))
-    return path
+    """`registry_fixtures.make_layer` as the mirror tests want it: `opt/LABEL.bin`, and
+    gzip's fastest level, since a mirror layer may be megabytes of random data."""
+    return registry_fixtures.make_layer(
+        path, label, random_bytes, member=f"opt/{label}.bin", compresslevel=1
+    )
 
 
 @dataclass
@@ -191,7 +183,7 @@ def mirror_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MirrorSet
 
 
 @dataclass
-class TamperingProxy:
+class TamperingProxy(LoopbackServer):
     """Forwards GET and HEAD to a registry and spoils blob bodies on the way: `flip` changes
     their first byte (headers, Content-Length and Docker-Content-Digest unchanged);
     `truncate` sends half the body under the full Content-Length and drops the connection."""
@@ -201,57 +193,19 @@ class TamperingProxy:
     server: http.server.ThreadingHTTPServer | None = None
     requests: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def host(self) -> str:
-        assert self.server is not None
-        return f"127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> TamperingProxy:
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                owner.handle(self)
-
-            def do_HEAD(self) -> None:
-                owner.handle(self)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+    methods = ("GET", "HEAD")
+    protocol_version = "HTTP/1.1"
 
     def handle(self, request: http.server.BaseHTTPRequestHandler) -> None:
         with self.lock:
             self.requests.append((request.command, urllib.parse.urlsplit(request.path).path))
-        connection = http.client.HTTPConnection(self.upstream, timeout=10)
-        headers = {k: v for k, v in request.headers.items() if k.lower() in ("accept",)}
-        connection.request(request.command, request.path, headers=headers)
-        response = connection.getresponse()
-        body = response.read()
+        response, body = fetch_upstream(request, self.upstream, ("accept",))
         spoil = "/blobs/" in request.path and request.command == "GET" and bool(body)
         if spoil and self.mode == "flip":
             body = bytes([body[0] ^ 0xFF]) + body[1:]
-        request.send_response(response.status)
-        for name, value in response.getheaders():
-            if name.lower() not in ("content-length", "transfer-encoding", "connection", "date"):
-                request.send_header(name, value)
-        length = response.getheader("Content-Length") if request.command == "HEAD" else None
-        request.send_header("Content-Length", length or str(len(body)))
-        request.end_headers()
+        relay_head(request, response, body)
         if spoil and self.mode == "truncate":
             request.wfile.write(body[: len(body) // 2])
             request.close_connection = True
         elif request.command != "HEAD":
             request.wfile.write(body)
-        connection.close()

@@ -32,9 +32,10 @@ import tarfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import pytest
 import requests
@@ -144,6 +145,88 @@ def start_registry(
 
 
 # ---------------------------------------------------------------------------------------------
+# Small HTTP servers on loopback: the token server and the proxies
+
+
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 that hands each request to `self.handle`.
+
+    Subclasses (dataclasses with a `server` field defaulting to None) set the request
+    `methods` they answer and the `protocol_version`. `handle` is looked up for every
+    request, so a test can monkeypatch it on a running server.
+    """
+
+    methods: ClassVar[tuple[str, ...]] = ("GET",)
+    protocol_version: ClassVar[str] = "HTTP/1.0"
+    server: http.server.ThreadingHTTPServer | None
+
+    @property
+    def host(self) -> str:
+        assert self.server is not None
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> Self:
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = owner.protocol_version
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        def answer(request: http.server.BaseHTTPRequestHandler) -> None:
+            owner.handle(request)
+
+        for method in self.methods:
+            setattr(Handler, f"do_{method}", answer)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def handle(self, request: http.server.BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+
+_NOT_RELAYED = ("content-length", "transfer-encoding", "connection", "date")
+
+
+def fetch_upstream(
+    request: http.server.BaseHTTPRequestHandler, netloc: str, headers: Collection[str]
+) -> tuple[http.client.HTTPResponse, bytes]:
+    """Send `request` on to the server at `netloc` with only the `headers` named (lowercase)
+    and read the whole answer."""
+    connection = http.client.HTTPConnection(netloc, timeout=10)
+    try:
+        forwarded = {
+            name: value for name, value in request.headers.items() if name.lower() in headers
+        }
+        connection.request(request.command, request.path, headers=forwarded)
+        response = connection.getresponse()
+        return response, response.read()
+    finally:
+        connection.close()
+
+
+def relay_head(
+    request: http.server.BaseHTTPRequestHandler, response: http.client.HTTPResponse, body: bytes
+) -> None:
+    """Answer `request` with `response`'s status and headers, and a Content-Length for
+    `body` (for HEAD, the upstream's); the caller writes the body."""
+    request.send_response(response.status)
+    for name, value in response.getheaders():
+        if name.lower() not in _NOT_RELAYED:
+            request.send_header(name, value)
+    length = response.getheader("Content-Length") if request.command == "HEAD" else None
+    request.send_header("Content-Length", length or str(len(body)))
+    request.end_headers()
+
+
+# ---------------------------------------------------------------------------------------------
 # A token server for `auth: token`
 
 
@@ -209,7 +292,7 @@ class TokenIssuer:
 
 
 @dataclass
-class TokenServer:
+class TokenServer(LoopbackServer):
     """`GET /token?service=…&scope=repository:NAME:pull` with optional basic auth.
 
     Known users get what they ask for; anonymous callers get pull access to `public/*` only
@@ -224,31 +307,7 @@ class TokenServer:
 
     @property
     def realm(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/token"
-
-    @property
-    def host(self) -> str:
-        assert self.server is not None
-        return f"127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> None:
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                owner.handle(self)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        return f"http://{self.host}/token"
 
     def handle(self, request: http.server.BaseHTTPRequestHandler) -> None:
         query = urllib.parse.parse_qs(urllib.parse.urlparse(request.path).query)
@@ -290,7 +349,7 @@ class TokenServer:
 
 
 @dataclass
-class ScriptedProxy:
+class ScriptedProxy(LoopbackServer):
     """Forwards to `upstream` (a registry URL) and can misbehave on purpose.
 
     `canned` is a queue of (status, headers) answers given instead of forwarding, one per
@@ -303,34 +362,8 @@ class ScriptedProxy:
     tamper: bool = False
     log: list[tuple[float, str, str, int]] = field(default_factory=list)
     server: http.server.ThreadingHTTPServer | None = None
-
-    @property
-    def host(self) -> str:
-        assert self.server is not None
-        return f"127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> None:
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                owner.handle(self)
-
-            def do_HEAD(self) -> None:
-                owner.handle(self)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+    methods = ("GET", "HEAD")
+    protocol_version = "HTTP/1.1"
 
     def handle(self, request: http.server.BaseHTTPRequestHandler) -> None:
         if self.canned:
@@ -342,29 +375,14 @@ class ScriptedProxy:
             request.send_header("Content-Length", "0")
             request.end_headers()
             return
-        parsed = urllib.parse.urlparse(self.upstream)
-        connection = http.client.HTTPConnection(parsed.netloc, timeout=10)
-        forwarded = {
-            name: value
-            for name, value in request.headers.items()
-            if name.lower() in ("accept", "authorization")
-        }
-        connection.request(request.command, request.path, headers=forwarded)
-        response = connection.getresponse()
-        body = response.read()
+        netloc = urllib.parse.urlparse(self.upstream).netloc
+        response, body = fetch_upstream(request, netloc, ("accept", "authorization"))
         if self.tamper and request.command == "GET" and "/manifests/" in request.path:
             body = body.replace(b"{", b"{ ", 1)  # still valid JSON, another digest
         self.log.append((time.monotonic(), request.command, request.path, response.status))
-        request.send_response(response.status)
-        for name, value in response.getheaders():
-            if name.lower() not in ("content-length", "transfer-encoding", "connection", "date"):
-                request.send_header(name, value)
-        length = response.getheader("Content-Length") if request.command == "HEAD" else None
-        request.send_header("Content-Length", length or str(len(body)))
-        request.end_headers()
+        relay_head(request, response, body)
         if request.command != "HEAD":
             request.wfile.write(body)
-        connection.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,16 +403,24 @@ class PushedImages:
     platform_digests: dict[str, str] = field(default_factory=dict)  # "linux/arm64/v8" → digest
 
 
-def _layer(path: Path, label: str) -> Path:
-    """A gzipped tarball with one small random file: every layer is distinct."""
+def make_layer(
+    path: Path,
+    label: str,
+    random_bytes: int = 0,
+    *,
+    member: str | None = None,
+    compresslevel: int = 9,
+) -> Path:
+    """A gzipped tarball with one file, `member` (default `etc/LABEL.txt`): the label and a
+    random token, plus `random_bytes` of incompressible data. Every layer is distinct."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as archive:
-        content = f"{label} {secrets.token_hex(16)}\n".encode()
-        info = tarfile.TarInfo(f"etc/{label}.txt")
+        content = f"{label} {secrets.token_hex(16)}\n".encode() + os.urandom(random_bytes)
+        info = tarfile.TarInfo(member or f"etc/{label}.txt")
         info.size = len(content)
         info.mtime = 0
         archive.addfile(info, io.BytesIO(content))
-    path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
+    path.write_bytes(gzip.compress(raw.getvalue(), compresslevel=compresslevel, mtime=0))
     return path
 
 
@@ -423,7 +449,7 @@ def push_test_images(crane: Crane, registry: str, workdir: Path) -> PushedImages
     images = PushedImages()
 
     def append(ref: str, label: str, *extra: str) -> None:
-        layer = _layer(workdir / f"{label}.tar.gz", label)
+        layer = make_layer(workdir / f"{label}.tar.gz", label)
         crane("append", "-f", str(layer), "-t", f"{registry}/{ref}", *extra)
 
     append(images.single_docker, "app-v1")
