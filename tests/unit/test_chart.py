@@ -61,6 +61,29 @@ SCENARIOS: dict[str, Doc] = {
         "webhook": {"replicas": 3, "podDisruptionBudget": {"minAvailable": 2}},
         "controller": {"allowRegistries": ["registry.local:5000"], "insecureRegistries": ["x:1"]},
     },
+    # Reference policy Local: the chart's own registry (certs-sync issues its certificate) ...
+    "local-registry": {"localRegistry": {"enabled": True}},
+    # ... with cert-manager, a name of its own for the nodes, and network policies ...
+    "local-registry-cert-manager": {
+        "certManager": {"enabled": True},
+        "localRegistry": {"enabled": True, "host": "registry.imagestreams.internal:5000"},
+        "networkPolicy": {
+            "enabled": True,
+            "registryFrom": [{"ipBlock": {"cidr": "192.168.0.0/16"}}],
+        },
+    },
+    # ... or an existing registry, with push credentials and a CA of its own.
+    "local-registry-external": {
+        "localRegistry": {
+            "enabled": True,
+            "historyLimit": 5,
+            "external": {
+                "host": "harbor.corp.example",
+                "secret": "harbor-push",
+                "caSecret": "corp-ca",
+            },
+        }
+    },
 }
 
 
@@ -653,6 +676,264 @@ def test_pdb_min_available(rendered: dict[str, list[Doc]]) -> None:
     assert pdb["spec"]["minAvailable"] == 2 and "maxUnavailable" not in pdb["spec"]
 
 
+# --- reference policy Local: the registry Local tags are mirrored into -----------------------
+
+REGISTRY = f"{FULLNAME}-registry"
+REGISTRY_SERVICE = f"{REGISTRY}.{NS}.svc"
+
+
+def controller_args(docs: list[Doc]) -> list[str]:
+    return args_of(find(docs, "Deployment", f"{FULLNAME}-controller"))
+
+
+def mounted_secret(doc: Doc, path: str) -> tuple[str, set[str]]:
+    """The Secret mounted at the directory of `path` in the first container, and its keys."""
+    spec = pod_spec(doc)
+    mount = next(
+        m for m in spec["containers"][0]["volumeMounts"] if path.startswith(m["mountPath"] + "/")
+    )
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    return volume["secret"]["secretName"], {i["key"] for i in volume["secret"]["items"]}
+
+
+def registry_config(docs: list[Doc]) -> Doc:
+    return dict(yaml.safe_load(find(docs, "ConfigMap", REGISTRY)["data"]["config.yml"]))
+
+
+def test_local_registry_is_off_by_default(defaults: list[Doc]) -> None:
+    assert not [d for d in defaults if "registry" in d["metadata"]["name"]]
+    assert not [a for a in controller_args(defaults) if a.startswith("--local-registry")]
+    assert not [a for a in args_of(find(defaults, "Job")) if a.startswith("--dns")]
+
+
+def test_local_registry_in_the_chart(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["local-registry"]
+    deployment = find(docs, "Deployment", REGISTRY)
+    spec = pod_spec(deployment)
+    # One replica on a ReadWriteOnce volume: the old pod lets go before the new one starts.
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert spec["automountServiceAccountToken"] is False
+    assert find(docs, "ServiceAccount", REGISTRY)["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["fsGroup"] == 65532
+    (container,) = spec["containers"]
+    # The CNCF Distribution image, pinned by tag and digest in values.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["localRegistry"]["image"]
+    assert container["image"] == f"{values['repository']}:{values['tag']}@{values['digest']}"
+    assert values["repository"] == "docker.io/library/registry"
+    assert container["args"] == ["serve", "/etc/registry/config.yml"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["REGISTRY_STORAGE_DELETE_ENABLED"] == "true"  # the controller prunes history
+
+    # Storage: the PVC at the configured root directory (the root filesystem is read-only).
+    config = registry_config(docs)
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    storage = next(m for m in container["volumeMounts"] if m["name"] == "storage")
+    assert storage["mountPath"] == config["storage"]["filesystem"]["rootdirectory"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "storage"]
+    pvc = find(docs, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "storageClassName" not in pvc["spec"]  # the cluster's default class
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert "cache" not in config["storage"]  # see the chart's comment on garbage collection
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    # TLS: certs-sync's Secret (the webhook's CA), serving pair only, as the config names it.
+    tls = config["http"]["tls"]
+    secret, keys = mounted_secret(deployment, tls["certificate"])
+    assert (secret, keys) == (f"{FULLNAME}-webhook-tls", {"tls.crt", "tls.key"})
+    assert mounted_secret(deployment, tls["key"])[0] == secret
+    # The registry loads its certificate once; liveness fails when the mounted one changes.
+    script = container["command"][2]
+    assert f"sha256sum {tls['certificate']} {tls['key']} > /tmp/tls.sha256" in script
+    assert container["livenessProbe"]["exec"]["command"] == ["sha256sum", "-c", "/tmp/tls.sha256"]
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": "/v2/",
+        "port": "https",
+        "scheme": "HTTPS",
+    }
+    for kind in ("Deployment", "Job"):
+        certs_sync = args_of(find(docs, kind, f"{FULLNAME}-certs-sync"))
+        dns = [a.split("=", 1)[1] for a in certs_sync if a.startswith("--dns=")]
+        assert {
+            REGISTRY_SERVICE,
+            f"{REGISTRY_SERVICE}.cluster.local",
+            f"{REGISTRY}.{NS}",
+            REGISTRY,
+        } <= set(dns), kind
+
+    # The Service, and the controller pushing to it and trusting the CA.
+    service = find(docs, "Service", REGISTRY)
+    (port,) = service["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (5000, "https")
+    assert {"name": "https", "containerPort": 5000, "protocol": "TCP"} in container["ports"]
+    assert config["http"]["addr"] == ":5000"
+    assert service["spec"]["selector"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    args = controller_args(docs)
+    assert flag(args, "--local-registry") == f"{REGISTRY_SERVICE}:5000"
+    assert flag(args, "--history-limit") == "10"
+    assert flag(args, "--mirror-workers") == "2"
+    assert not [a for a in args if a.startswith(("--local-registry-secret", "--local-registry-en"))]
+    assert "--local-registry-insecure" not in args
+    ca = flag(args, "--local-registry-ca")
+    controller = find(docs, "Deployment", f"{FULLNAME}-controller")
+    assert mounted_secret(controller, ca) == (secret, {"ca.crt"})  # never a key
+    assert not [
+        r for d in docs if d["kind"] == "Role" for r in d["rules"] if "secrets" in r["resources"]
+        and "get" in r["verbs"] and r.get("resourceNames") != [f"{FULLNAME}-webhook-tls"]
+    ]  # fmt: skip
+
+
+def test_local_registry_with_cert_manager_and_a_node_name(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    docs = rendered["local-registry-cert-manager"]
+    certificate = find(docs, "Certificate", REGISTRY)
+    assert certificate["spec"]["issuerRef"]["name"] == f"{FULLNAME}-ca"  # the webhook's CA
+    assert set(certificate["spec"]["dnsNames"]) == {
+        REGISTRY_SERVICE,
+        f"{REGISTRY_SERVICE}.cluster.local",
+        f"{REGISTRY}.{NS}",
+        REGISTRY,
+        "registry.imagestreams.internal",
+    }
+    deployment = find(docs, "Deployment", REGISTRY)
+    secret, keys = mounted_secret(deployment, "/etc/registry/tls/tls.crt")
+    assert keys == {"tls.crt", "tls.key"}
+    assert secret == certificate["spec"]["secretName"] != f"{FULLNAME}-webhook-tls"
+    args = controller_args(docs)
+    # Image references name what nodes resolve; the controller pushes to the Service.
+    assert flag(args, "--local-registry") == "registry.imagestreams.internal:5000"
+    assert flag(args, "--local-registry-endpoint") == f"{REGISTRY_SERVICE}:5000"
+    controller = find(docs, "Deployment", f"{FULLNAME}-controller")
+    assert mounted_secret(controller, flag(args, "--local-registry-ca")) == (secret, {"ca.crt"})
+    # Pushes from the controller, pulls from the nodes' addresses.
+    policy = find(docs, "NetworkPolicy", REGISTRY)
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "https", "protocol": "TCP"}]
+    controller_labels = controller["spec"]["template"]["metadata"]["labels"]
+    pods, nodes = rule["from"]
+    assert pods["podSelector"]["matchLabels"].items() <= controller_labels.items()
+    assert nodes == {"ipBlock": {"cidr": "192.168.0.0/16"}}
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+
+
+def test_local_registry_certificate_from_an_existing_issuer(tmp_path: Path) -> None:
+    docs = render(
+        {
+            "certManager": {
+                "enabled": True,
+                "issuerRef": {"name": "corp", "kind": "ClusterIssuer"},
+            },
+            "localRegistry": {"enabled": True},
+        },
+        tmp_path,
+    )
+    issuer = find(docs, "Certificate", REGISTRY)["spec"]["issuerRef"]
+    assert issuer == {"name": "corp", "kind": "ClusterIssuer"}
+
+
+def test_external_local_registry(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["local-registry-external"]
+    # Nothing deployed: no registry pod, Service, claim or certificate.
+    assert not [d for d in docs if d["metadata"]["name"].startswith(REGISTRY)]
+    assert "Certificate" not in kinds(docs)
+    assert not [a for a in args_of(find(docs, "Job")) if a.startswith("--dns")]
+    args = controller_args(docs)
+    assert flag(args, "--local-registry") == "harbor.corp.example"
+    assert flag(args, "--local-registry-secret") == f"{NS}/harbor-push"
+    assert flag(args, "--history-limit") == "5"
+    assert "--local-registry-insecure" not in args
+    controller = find(docs, "Deployment", f"{FULLNAME}-controller")
+    assert mounted_secret(controller, flag(args, "--local-registry-ca")) == ("corp-ca", {"ca.crt"})
+    # RBAC: get on exactly that one Secret, by name, in its namespace.
+    name = f"{FULLNAME}-controller-local-registry"
+    role = find(docs, "Role", name)
+    assert role["metadata"]["namespace"] == NS
+    assert rules(docs, "Role", name) == [(("",), ("secrets",), ("get",), ("harbor-push",))]
+    binding = find(docs, "RoleBinding", name)
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": f"{FULLNAME}-controller", "namespace": NS}
+    ]
+
+
+def test_external_local_registry_secret_in_another_namespace(tmp_path: Path) -> None:
+    docs = render(
+        {
+            "localRegistry": {
+                "enabled": True,
+                "external": {"host": "10.0.0.5:5000", "secret": "infra/push", "insecure": True},
+            }
+        },
+        tmp_path,
+    )
+    args = controller_args(docs)
+    assert flag(args, "--local-registry-secret") == "infra/push"
+    assert "--local-registry-insecure" in args
+    assert not [a for a in args if a.startswith("--local-registry-ca")]  # the system's roots
+    role = find(docs, "Role", f"{FULLNAME}-controller-local-registry")
+    assert role["metadata"]["namespace"] == "infra"
+    assert role["rules"][0]["resourceNames"] == ["push"]
+    assert "local-registry-ca" not in str(find(docs, "Deployment", f"{FULLNAME}-controller"))
+    # rbac.create=false: the same argument, and the role is the user's to grant.
+    docs = render(
+        {"rbac": {"create": False}, "localRegistry": {"enabled": True, "external": {
+            "host": "r.example", "secret": "push"}}}, tmp_path,
+    )  # fmt: skip
+    assert flag(controller_args(docs), "--local-registry-secret") == f"{NS}/push"
+    assert "Role" not in kinds(docs)
+
+
+def test_local_registry_storage_options(tmp_path: Path) -> None:
+    docs = render(
+        {
+            "localRegistry": {
+                "enabled": True,
+                "persistence": {"existingClaim": "registry-data"},
+                "service": {"clusterIP": "10.96.0.50"},
+                "tls": {"existingSecret": "my-registry-tls"},
+                "image": {"digest": ""},
+            }
+        },
+        tmp_path,
+    )
+    assert "PersistentVolumeClaim" not in kinds(docs)
+    deployment = find(docs, "Deployment", REGISTRY)
+    (volume,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "storage"]
+    assert volume["persistentVolumeClaim"]["claimName"] == "registry-data"
+    assert pod_spec(deployment)["containers"][0]["image"] == "docker.io/library/registry:3.0.0"
+    assert find(docs, "Service", REGISTRY)["spec"]["clusterIP"] == "10.96.0.50"
+    # A certificate of the user's: certs-sync leaves the registry's names out.
+    assert mounted_secret(deployment, "/etc/registry/tls/tls.crt")[0] == "my-registry-tls"
+    assert not [a for a in args_of(find(docs, "Job")) if a.startswith("--dns")]
+    controller = find(docs, "Deployment", f"{FULLNAME}-controller")
+    ca = flag(controller_args(docs), "--local-registry-ca")
+    assert mounted_secret(controller, ca) == ("my-registry-tls", {"ca.crt"})
+
+    docs = render(
+        {"localRegistry": {"enabled": True, "persistence": {"storageClass": "-", "size": "5Gi",
+         "keepOnUninstall": False}}}, tmp_path,
+    )  # fmt: skip
+    pvc = find(docs, "PersistentVolumeClaim", REGISTRY)
+    assert pvc["spec"]["storageClassName"] == ""  # a pre-provisioned volume, no class
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert "annotations" not in pvc["metadata"]
+
+
+def test_local_registry_needs_the_controller(tmp_path: Path) -> None:
+    proc = helm(
+        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, "-f",
+        values_file({"controller": {"enabled": False}, "localRegistry": {"enabled": True}},
+                    tmp_path), check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "localRegistry.enabled needs controller.enabled" in proc.stderr
+
+
 # --- bad values, versions ------------------------------------------------------------------
 
 
@@ -674,6 +955,15 @@ def test_pdb_min_available(rendered: dict[str, list[Doc]]) -> None:
          "at '/controller/replicas': maximum"),
         ({"controller": {"globalPullSecret": "no-namespace"}}, "/controller/globalPullSecret"),
         ({"webhook": {"port": 443}}, "at '/webhook/port': minimum"),
+        ({"localRegistry": {"historyLimit": 0}}, "at '/localRegistry/historyLimit': minimum"),
+        ({"localRegistry": {"host": "10.0.0.1:5000"}}, "at '/localRegistry/host'"),
+        ({"localRegistry": {"host": "registry.example"}}, "at '/localRegistry/host'"),
+        ({"localRegistry": {"external": {"secret": "a/b/c"}}}, "/localRegistry/external/secret"),
+        ({"localRegistry": {"external": {"host": "https://r.example"}}},
+         "/localRegistry/external/host"),
+        ({"localRegistry": {"image": {"tag": "", "digest": ""}}}, "/localRegistry/image"),
+        ({"localRegistry": {"persistence": {"size": "lots"}}}, "/localRegistry/persistence/size"),
+        ({"localRegistry": {"enabled": True, "extra": 1}}, "additional properties 'extra'"),
     ],
 )  # fmt: skip
 def test_bad_values_are_rejected_with_their_path(values: Doc, message: str, tmp_path: Path) -> None:

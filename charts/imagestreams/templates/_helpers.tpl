@@ -165,4 +165,5 @@ securityContext:
 - --namespace={{ .Release.Namespace }}
 - --cluster-domain={{ .Values.clusterDomain }}
 - --rotate-before={{ .Values.certsSync.rotateBefore }}
+{{- include "imagestreams.localRegistry.certsSyncArgs" . }}
 {{- end -}}
