@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import datetime
 import hashlib
 import ipaddress
 import json
@@ -38,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from webhook.certs import KeyPair, issue
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -100,114 +99,44 @@ def tool(name: str) -> Path:
 # --- PKI -------------------------------------------------------------------------------
 
 
-def _new_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
+def _write_key(path: Path, pem: bytes) -> None:
+    path.write_bytes(pem)
     path.chmod(0o600)
 
 
-def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
-def _issue(
-    ca_key: rsa.RSAPrivateKey,
-    ca_cert: x509.Certificate | None,
-    subject: x509.Name,
-    key: rsa.RSAPrivateKey,
-    *,
-    is_ca: bool = False,
-    server: bool = False,
-    client: bool = False,
-    dns: Sequence[str] = (),
-    ips: Sequence[str] = (),
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject if ca_cert else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=3650 if is_ca else 825))
-        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=not is_ca,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=is_ca,
-                crl_sign=is_ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    )
-    usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
-    if usages:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return builder.sign(ca_key, hashes.SHA256())
-
-
-def _name(cn: str, org: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    if org:
-        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-    return x509.Name(attrs)
+def _write_pair(pki: Path, name: str, pair: KeyPair) -> None:
+    _write_key(pki / f"{name}.key", pair.key_pem)
+    (pki / f"{name}.crt").write_bytes(pair.cert_pem)
 
 
 def generate_pki(pki: Path) -> None:
-    """CA, apiserver serving cert, client certs and the service-account key pair.
+    """CA, apiserver serving cert, client certs (EC P-256) and the RSA service-account key.
 
     Kept across `down`/`up` so an existing kubeconfig stays valid.
     """
     if (pki / "ca.crt").exists():
         return
     pki.mkdir(parents=True, exist_ok=True)
-    ca_key = _new_key()
-    ca = _issue(ca_key, None, _name("imagestreams-local-ca"), ca_key, is_ca=True)
-    _write_key(pki / "ca.key", ca_key)
-    _write_cert(pki / "ca.crt", ca)
+    ca = issue(None, "imagestreams-local-ca", is_ca=True)
+    _write_pair(pki, "ca", ca)
 
     service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
     dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
     dns.append("kubernetes.default.svc.cluster.local")
-    key = _new_key()
-    _write_key(pki / "apiserver.key", key)
-    _write_cert(
-        pki / "apiserver.crt",
-        _issue(
-            ca_key, ca, _name("kube-apiserver"), key, server=True, dns=dns, ips=[HOST, service_ip]
+    apiserver = issue(ca, "kube-apiserver", dns=dns, ips=[HOST, service_ip], server=True)
+    _write_pair(pki, "apiserver", apiserver)
+    _write_pair(pki, "admin", issue(ca, "admin", organization="system:masters", client=True))
+    _write_pair(pki, "controller-manager", issue(ca, "system:kube-controller-manager", client=True))
+
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    _write_key(
+        pki / "sa.key",
+        sa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
         ),
     )
-    clients = {
-        "admin": ("admin", "system:masters"),
-        "controller-manager": ("system:kube-controller-manager", None),
-    }
-    for file, (cn, org) in clients.items():
-        key = _new_key()
-        _write_key(pki / f"{file}.key", key)
-        _write_cert(pki / f"{file}.crt", _issue(ca_key, ca, _name(cn, org), key, client=True))
-
-    sa_key = _new_key()
-    _write_key(pki / "sa.key", sa_key)
     (pki / "sa.pub").write_bytes(
         sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

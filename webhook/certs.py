@@ -47,37 +47,82 @@ class KeyPair:
         )
 
 
-def new_ca(common_name: str = "imagestreams-webhook-ca", now: dt.datetime | None = None) -> KeyPair:
+_CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    key_cert_sign=True,
+    crl_sign=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
+def issue(
+    issuer: KeyPair | None,
+    common_name: str,
+    *,
+    organization: str | None = None,
+    dns: Sequence[str] = (),
+    ips: Sequence[str] = (),
+    is_ca: bool = False,
+    server: bool = False,
+    client: bool = False,
+    validity: dt.timedelta | None = None,
+    key: ec.EllipticCurvePrivateKey | None = None,
+    now: dt.datetime | None = None,
+) -> KeyPair:
+    """A certificate for `common_name` (and `organization`), signed by `issuer`.
+
+    With no issuer the certificate is self-signed. A CA gets basic constraints with path
+    length 0, certificate- and CRL-signing key usage and a subject key identifier; a leaf
+    gets the DNS and IP SANs, the serverAuth/clientAuth extended key usages asked for, and
+    an authority key identifier when it has an issuer. The key is a new P-256 one unless
+    given; validity defaults to CA_VALIDITY for a CA and SERVING_VALIDITY otherwise, from
+    `now` less a few minutes for clock skew.
+    """
     now = now or dt.datetime.now(dt.UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    cert = (
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    if validity is None:
+        validity = CA_VALIDITY if is_ca else SERVING_VALIDITY
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    subject = x509.Name(attrs)
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(issuer.cert.subject if issuer else subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + CA_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .not_valid_after(now + validity)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
+            x509.BasicConstraints(ca=is_ca, path_length=0 if is_ca else None), critical=True
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
     )
-    return KeyPair(cert, key)
+    if is_ca:
+        builder = builder.add_extension(_CA_KEY_USAGE, critical=True)
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns]
+    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    if is_ca:
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        builder = builder.add_extension(ski, critical=False)
+    if issuer:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
+        builder = builder.add_extension(aki, critical=False)
+    return KeyPair(builder.sign(issuer.key if issuer else key, hashes.SHA256()), key)
+
+
+def new_ca(common_name: str = "imagestreams-webhook-ca", now: dt.datetime | None = None) -> KeyPair:
+    return issue(None, common_name, is_ca=True, now=now)
 
 
 def new_serving_cert(
@@ -90,28 +135,10 @@ def new_serving_cert(
     """A serving certificate signed by `ca`, valid for the given names and addresses."""
     if not dns_names and not ip_addresses:
         raise ValueError("a serving certificate needs at least one DNS name or IP address")
-    now = now or dt.datetime.now(dt.UTC)
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
     common_name = dns_names[0] if dns_names else ip_addresses[0]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
-        )
-        .sign(ca.key, hashes.SHA256())
+    return issue(
+        ca, common_name, dns=dns_names, ips=ip_addresses, server=True, validity=validity, now=now
     )
-    return KeyPair(cert, key)
 
 
 def ca_bundle(ca: KeyPair) -> str:
