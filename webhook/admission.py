@@ -97,7 +97,7 @@ def parse_review(body: Any) -> Mapping[str, Any]:
 def mutate(request: Mapping[str, Any], streams: StreamLookup) -> Outcome:
     """The patch and warnings for one admission request (empty when not ours)."""
     obj = request.get("object")
-    kind = _request_kind(request)
+    kind = request_kind(request)
     if kind is None or not isinstance(obj, Mapping):
         return Outcome()
     if request.get("operation") not in ("CREATE", "UPDATE"):
@@ -118,8 +118,8 @@ def resolve_object(
 ) -> Outcome:
     """Resolve every candidate image of `obj`; on UPDATE, only images changed from `old`."""
     outcome = Outcome()
-    force = _resolve_names_forced(obj, kind)
-    unchanged = _images_by_container(old, kind) if isinstance(old, Mapping) else {}
+    force = resolve_names_forced(obj, kind)
+    unchanged = images_by_container(old, kind) if isinstance(old, Mapping) else {}
     for image in pod_images(obj, kind):
         if unchanged.get((image.list_name, image.container)) == image.image:
             continue
@@ -183,7 +183,8 @@ def resolve_image(
 # --- reading objects ---------------------------------------------------------------------
 
 
-def _request_kind(request: Mapping[str, Any]) -> str | None:
+def request_kind(request: Mapping[str, Any]) -> str | None:
+    """The pod-bearing kind this request is about (a key of POD_SPEC_PATHS), or None."""
     kind = request.get("kind")
     if not isinstance(kind, Mapping):
         return None
@@ -221,11 +222,13 @@ def pod_images(obj: Mapping[str, Any], kind: str) -> Iterator[Image]:
                 )
 
 
-def _images_by_container(obj: Mapping[str, Any], kind: str) -> dict[tuple[str, str], str]:
+def images_by_container(obj: Mapping[str, Any], kind: str) -> dict[tuple[str, str], str]:
+    """(container list, container name) → image: what UPDATE compares against."""
     return {(i.list_name, i.container): i.image for i in pod_images(obj, kind)}
 
 
-def _resolve_names_forced(obj: Mapping[str, Any], kind: str) -> bool:
+def resolve_names_forced(obj: Mapping[str, Any], kind: str) -> bool:
+    """The resolve-names annotation is on the object or on its pod template."""
     template = _walk(obj, POD_SPEC_PATHS[kind][:-1]) if kind != "Pod" else None
     for holder in (obj, template):
         if isinstance(holder, Mapping):

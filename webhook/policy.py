@@ -396,7 +396,7 @@ def validate(
     if request.get("operation") not in ("CREATE", "UPDATE") or not isinstance(obj, Mapping):
         return Verdict()
     is_stream = _is_image_stream(request)
-    kind = None if is_stream else admission._request_kind(request)
+    kind = None if is_stream else admission.request_kind(request)
     if kind is None and not is_stream:
         return Verdict()
     applicable = applicable_policies(policies, namespace_labels, obj)
@@ -431,8 +431,8 @@ def check_workload(
     active = [p for p in policies if p.rules.checks_workloads]
     if not active:
         return []
-    force = admission._resolve_names_forced(obj, kind)
-    unchanged = admission._images_by_container(old, kind) if old is not None else {}
+    force = admission.resolve_names_forced(obj, kind)
+    unchanged = admission.images_by_container(old, kind) if old is not None else {}
     found = []
     for image in admission.pod_images(obj, kind):
         if unchanged.get((image.list_name, image.container)) == image.image:
