@@ -5,69 +5,31 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
 import socket
 import ssl
-import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 from cryptography import x509
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from streamdata import DIGEST_A, DIGEST_B, image_stream, pod_spec, review, workload
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import Served, make_certs, start_serve
+
 pytestmark = pytest.mark.integration
 
-BIN = Path(sys.executable).parent / "imagestreams"
 KEYCLOAK = f"quay.io/keycloak/keycloak@{DIGEST_A}"
 
 
-@dataclass
-class Server:
-    url: str
-    port: int
-    ca: str
-    certs: Path
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def post(self, body: Any, **kw: Any) -> requests.Response:
-        data = body if isinstance(body, bytes | str) else json.dumps(body)
-        headers = {"Content-Type": "application/json"}
-        return requests.post(f"{self.url}/mutate", data=data, headers=headers, verify=self.ca, **kw)
-
-    def get(self, path: str) -> requests.Response:
-        return requests.get(f"{self.url}{path}", verify=self.ca, timeout=5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def make_certs(out: Path, *names: str) -> str:
-    result = subprocess.run(
-        [str(BIN), "certs", "--out-dir", str(out), "--dns", *names, "--ip", "127.0.0.1"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout.strip()
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("serve")
     bundle = make_certs(tmp / "certs", "localhost")
     assert base64.b64decode(bundle) == (tmp / "certs" / "ca.crt").read_bytes()
@@ -80,52 +42,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             ]
         )
     )
-    port = free_port()
-    log = tmp / "serve.log"
-    process = subprocess.Popen(
-        [
-            str(BIN),
-            "serve",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--certfile",
-            str(tmp / "certs/tls.crt"),
-            "--keyfile",
-            str(tmp / "certs/tls.key"),
-            "--streams-file",
-            str(streams),
-        ],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    srv = Server(
-        f"https://127.0.0.1:{port}", port, str(tmp / "certs/ca.crt"), tmp / "certs", process, log
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if srv.get("/readyz").status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"imagestreams serve did not become ready:\n{log.read_text()}")
-        time.sleep(0.2)
-    yield srv
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=20)
+    served = start_serve(tmp, "--streams-file", str(streams))
+    yield served
+    served.stop()
 
 
 def patch_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
     return json.loads(base64.b64decode(answer["response"]["patch"]))
 
 
-def test_deployment_is_resolved_over_tls(server: Server) -> None:
+def test_deployment_is_resolved_over_tls(server: Served) -> None:
     body = review("Deployment", workload("Deployment", pod_spec("keycloak:20.0")), uid="uid-1")
-    response = server.post(body, timeout=5)
+    response = server.post("/mutate", body)
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
     answer = response.json()
@@ -137,16 +65,16 @@ def test_deployment_is_resolved_over_tls(server: Server) -> None:
     ]
 
 
-def test_namespace_decides_the_stream(server: Server) -> None:
+def test_namespace_decides_the_stream(server: Served) -> None:
     body = review("Pod", workload("Pod", pod_spec("keycloak:20.0")), namespace="other")
-    assert patch_of(server.post(body, timeout=5).json())[0]["value"] == f"x.io/k@{DIGEST_B}"
+    assert patch_of(server.post("/mutate", body).json())[0]["value"] == f"x.io/k@{DIGEST_B}"
     body = review("Pod", workload("Pod", pod_spec("keycloak:20.0")), namespace="third")
-    assert "patch" not in server.post(body, timeout=5).json()["response"]
+    assert "patch" not in server.post("/mutate", body).json()["response"]
 
 
-def test_unimported_tag_gets_a_warning(server: Server) -> None:
+def test_unimported_tag_gets_a_warning(server: Served) -> None:
     body = review("Pod", workload("Pod", pod_spec("keycloak:21.0")))
-    response = server.post(body, timeout=5).json()["response"]
+    response = server.post("/mutate", body).json()["response"]
     assert response["allowed"] is True and "patch" not in response
     assert "team/keycloak:21.0 has no image yet" in response["warnings"][0]
 
@@ -164,33 +92,33 @@ def test_unimported_tag_gets_a_warning(server: Server) -> None:
         ([1, 2], "JSON object"),
     ],
 )
-def test_bad_bodies_get_400_with_a_json_error(server: Server, body: Any, error: str) -> None:
-    response = server.post(body, timeout=5)
+def test_bad_bodies_get_400_with_a_json_error(server: Served, body: Any, error: str) -> None:
+    response = server.post("/mutate", body)
     assert response.status_code == 400
     assert error in response.json()["error"]
 
 
-def test_oversized_body_gets_400(server: Server) -> None:
+def test_oversized_body_gets_400(server: Served) -> None:
     big = review("Pod", workload("Pod", pod_spec("keycloak:20.0")))
     big["request"]["object"]["metadata"]["annotations"] = {"x": "y" * (3 * 1024 * 1024)}
-    response = server.post(big, timeout=10)
+    response = server.post("/mutate", big, timeout=10)
     assert response.status_code == 400
     assert "larger than" in response.json()["error"]
 
 
-def test_server_survives_bad_input(server: Server) -> None:
+def test_server_survives_bad_input(server: Served) -> None:
     for _ in range(20):
-        server.post(b"garbage", timeout=5)
+        server.post("/mutate", b"garbage")
     assert server.get("/healthz").json() == {"status": "ok"}
     assert server.process.poll() is None
     assert "Traceback" not in server.log.read_text()
 
 
-def test_readyz_reports_the_index(server: Server) -> None:
+def test_readyz_reports_the_index(server: Served) -> None:
     assert server.get("/readyz").json() == {"status": "ok", "streams": 2}
 
 
-def test_metrics_add_up_across_workers(server: Server) -> None:
+def test_metrics_add_up_across_workers(server: Served) -> None:
     def resolved() -> float:
         text = server.get("/metrics").text
         line = next(
@@ -201,11 +129,11 @@ def test_metrics_add_up_across_workers(server: Server) -> None:
     before = resolved()
     body = review("Pod", workload("Pod", pod_spec("keycloak:20.0")))
     for _ in range(10):  # new connections each time: spread over both workers
-        server.post(body, timeout=5)
+        server.post("/mutate", body)
     assert resolved() == before + 10
 
 
-def test_tls_below_1_2_is_refused(server: Server) -> None:
+def test_tls_below_1_2_is_refused(server: Served) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(server.ca)
     with warnings.catch_warnings():
@@ -215,12 +143,12 @@ def test_tls_below_1_2_is_refused(server: Server) -> None:
         context.wrap_socket(sock, server_hostname="localhost")
 
 
-def served_certificate(server: Server) -> x509.Certificate:
+def served_certificate(server: Served) -> x509.Certificate:
     pem = ssl.get_server_certificate(("127.0.0.1", server.port), ca_certs=server.ca)
     return x509.load_pem_x509_certificate(pem.encode())
 
 
-def test_rotated_certificate_is_served_without_restart(server: Server) -> None:
+def test_rotated_certificate_is_served_without_restart(server: Served) -> None:
     before = served_certificate(server)
     make_certs(server.certs, "localhost", "rotated.example")  # same CA, new serving pair
     after = served_certificate(server)
@@ -228,4 +156,4 @@ def test_rotated_certificate_is_served_without_restart(server: Server) -> None:
     names = after.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "rotated.example" in names.get_values_for_type(x509.DNSName)
     body = review("Pod", workload("Pod", pod_spec("keycloak:20.0")))
-    assert server.post(body, timeout=5).status_code == 200
+    assert server.post("/mutate", body).status_code == 200

@@ -4,23 +4,20 @@ gunicorn over TLS, with AdmissionReviews shaped like the API server's."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from streamdata import DIGEST_A, DIGEST_B, image_stream, pod_spec, review, workload
-from test_serve import BIN, free_port, make_certs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import BIN, Served, make_certs, start_serve
 
 pytestmark = pytest.mark.integration
 
@@ -44,28 +41,12 @@ def image_policy(name: str, mode: str, tier: str, **rules: Any) -> dict[str, Any
     }
 
 
-@dataclass
-class Server:
-    url: str
-    ca: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def post(self, path: str, body: Any) -> requests.Response:
-        data = body if isinstance(body, bytes) else json.dumps(body)
-        headers = {"Content-Type": "application/json"}
-        return requests.post(
-            f"{self.url}{path}", data=data, headers=headers, verify=self.ca, timeout=5
-        )
-
+class Server(Served):
     def validate(self, body: Any) -> dict[str, Any]:
         response = self.post("/validate", body)
         assert response.status_code == 200, response.text
         answer: dict[str, Any] = response.json()["response"]
         return answer
-
-    def get(self, path: str) -> requests.Response:
-        return requests.get(f"{self.url}{path}", verify=self.ca, timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -105,32 +86,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             }
         )
     )
-    port = free_port()
-    log = tmp / "serve.log"
-    process = subprocess.Popen(
-        [
-            str(BIN), "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            "--certfile", str(tmp / "certs/tls.crt"), "--keyfile", str(tmp / "certs/tls.key"),
-            "--streams-file", str(streams), "--policies-file", str(policies),
-        ],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    srv = Server(f"https://127.0.0.1:{port}", str(tmp / "certs/ca.crt"), process, log)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if srv.get("/readyz").status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"imagestreams serve did not become ready:\n{log.read_text()}")
-        time.sleep(0.2)
-    yield srv
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=20)
+    served = start_serve(tmp, "--streams-file", str(streams), "--policies-file", str(policies))
+    server = Server(**{f: getattr(served, f) for f in Served.__dataclass_fields__})
+    yield server
+    server.stop()
 
 
 def deployment(image: str, namespace: str = "team") -> dict[str, Any]:
