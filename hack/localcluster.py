@@ -55,6 +55,8 @@ WEBHOOK_RESOURCES = [
     ("", ["pods", "pods/ephemeralcontainers", "replicationcontrollers", "podtemplates"]),
     ("apps", ["deployments", "replicasets", "statefulsets", "daemonsets"]),
     ("batch", ["jobs", "cronjobs"]),
+    # ImageStreams themselves: new and changed tags get a generation (see admission.py).
+    ("image.openshift.io", ["imagestreams"]),
 ]
 # Start order; stop runs it backwards.
 COMPONENTS = [

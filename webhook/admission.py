@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from webhook import reference
-from webhook.streams import StreamEntry
+from webhook.streams import InvalidImageStream, StreamEntry, generation_stamps
 
 RESOLVE_NAMES_ANNOTATION = "alpha.image.policy.openshift.io/resolve-names"
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
@@ -97,10 +97,13 @@ def parse_review(body: Any) -> Mapping[str, Any]:
 def mutate(request: Mapping[str, Any], streams: StreamLookup) -> Outcome:
     """The patch and warnings for one admission request (empty when not ours)."""
     obj = request.get("object")
-    kind = request_kind(request)
-    if kind is None or not isinstance(obj, Mapping):
+    if request.get("operation") not in ("CREATE", "UPDATE") or not isinstance(obj, Mapping):
         return Outcome()
-    if request.get("operation") not in ("CREATE", "UPDATE"):
+    if is_image_stream(request):
+        old_stream = request.get("oldObject") if request.get("operation") == "UPDATE" else None
+        return stamp_generations(obj, old_stream if isinstance(old_stream, Mapping) else None)
+    kind = request_kind(request)
+    if kind is None:
         return Outcome()
     if _controlled_by_builtin_workload(obj):
         return Outcome()
@@ -145,6 +148,31 @@ def respond(uid: str, outcome: Outcome) -> dict[str, Any]:
 def error_response(uid: str, message: str) -> dict[str, Any]:
     """Allow unchanged, saying why: for objects we could not process."""
     return respond(uid, Outcome(warnings=[message]))
+
+
+def is_image_stream(request: Mapping[str, Any]) -> bool:
+    kind = request.get("kind")
+    return (
+        isinstance(kind, Mapping)
+        and kind.get("group") == "image.openshift.io"
+        and kind.get("kind") == "ImageStream"
+        and not request.get("subResource")
+    )
+
+
+def stamp_generations(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> Outcome:
+    """ImageStreams: give new and changed spec tags a generation (streams.generation_stamps),
+    which is how the controller learns that a tag must be imported again."""
+    try:
+        stamps = generation_stamps(obj, old)
+    except InvalidImageStream:
+        return Outcome()  # the CRD schema rejects it; not ours to judge
+    return Outcome(
+        patch=[
+            {"op": "add", "path": f"/spec/tags/{i}/generation", "value": generation}
+            for i, generation in stamps.items()
+        ]
+    )
 
 
 # --- resolution of one image -------------------------------------------------------------

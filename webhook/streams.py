@@ -387,6 +387,48 @@ def tag_generation(stream: ImageStream, spec: TagReference) -> int:
     return spec.generation or stream.generation
 
 
+def generation_stamps(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> dict[int, int]:
+    """Spec tags to stamp with a generation, as OpenShift's API server does: index → value.
+
+    A tag that is new, whose `from`, `reference` or `importMode` changed while its
+    generation did not, or whose generation a user set to 0 (asking for a re-import), gets
+    the generation the stream is about to have: 1 on create, the old one plus 1 on update
+    (the stamp is itself a spec change, so the API server bumps it). Explicit generations
+    are kept; unchanged tags are left alone.
+    """
+    tags = _mapping(obj.get("spec"), "spec").get("tags")
+    if not isinstance(tags, list):
+        return {}
+    old_tags: dict[str, Mapping[str, Any]] = {}
+    next_generation = 1
+    if old is not None:
+        for tag in _mapping(old.get("spec"), "spec").get("tags") or []:
+            if isinstance(tag, Mapping) and isinstance(tag.get("name"), str):
+                old_tags[tag["name"]] = tag
+        old_generation = _mapping(old.get("metadata"), "metadata").get("generation")
+        next_generation = (old_generation if isinstance(old_generation, int) else 0) + 1
+    stamps = {}
+    for i, tag in enumerate(tags):
+        if not isinstance(tag, Mapping):
+            continue
+        before = old_tags.get(str(tag.get("name")))
+        generation = tag.get("generation")
+        if before is None:
+            stamp = not generation
+        elif generation != before.get("generation"):
+            stamp = generation == 0
+        else:
+            stamp = _source_of(tag) != _source_of(before)
+        if stamp:
+            stamps[i] = next_generation
+    return stamps
+
+
+def _source_of(tag: Mapping[str, Any]) -> tuple[Any, ...]:
+    policy = tag.get("importPolicy") if isinstance(tag.get("importPolicy"), Mapping) else {}
+    return (tag.get("from"), bool(tag.get("reference")), (policy or {}).get("importMode") or "")
+
+
 def needs_import(stream: ImageStream, spec: TagReference) -> bool:
     """A DockerImage tag that status has not yet answered at the tag's generation."""
     if spec.source is None or spec.source.kind != DOCKER_IMAGE or spec.reference:

@@ -267,3 +267,26 @@ def test_killing_the_leader_lets_the_other_replica_import(
         timeout=60,
     )
     assert "leads" in controllers.log(1)
+
+
+def test_changing_a_tags_source_reimports_it(namespace: Namespace, tmp_path: Path) -> None:
+    """The webhook stamps new and changed tags with a generation (as OpenShift's API server
+    does), so editing `from` with plain kubectl is enough for the controller to import."""
+    cluster = namespace.cluster
+    assert cluster.controller_running, "the cluster's imagestreams controller is not running"
+    repo = f"{cluster.registry}/{namespace.name}/edit"
+    first = push(cluster, f"{repo}:1", "edit-1", tmp_path)
+    second = push(cluster, f"{repo}:2", "edit-2", tmp_path)
+    stream(namespace, "edit", [{"name": "v", "from": {"kind": "DockerImage", "name": f"{repo}:1"}}])
+    assert namespace.get("imagestream", "edit", "{.spec.tags[0].generation}") == "1"
+    wait_for(cluster, "the first import", lambda: history(namespace, "edit", "v") == [first])
+    namespace.kubectl(
+        "patch", "imagestream", "edit", "--type=json", "-p",
+        json.dumps([{"op": "replace", "path": "/spec/tags/0/from/name", "value": f"{repo}:2"}]),
+    )  # fmt: skip
+    assert namespace.get("imagestream", "edit", "{.spec.tags[0].generation}") == "2"
+    wait_for(
+        cluster,
+        "the import of the new source",
+        lambda: history(namespace, "edit", "v") == [second, first],
+    )

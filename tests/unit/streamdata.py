@@ -107,6 +107,7 @@ RESOURCES = {
     "ReplicationController": ("", "replicationcontrollers"),
     "PodTemplate": ("", "podtemplates"),
     "ConfigMap": ("", "configmaps"),
+    "ImageStream": ("image.openshift.io", "imagestreams"),
 }
 
 API_VERSIONS = {"": "v1", "apps": "apps/v1", "batch": "batch/v1"}

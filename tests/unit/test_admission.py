@@ -322,3 +322,19 @@ def test_bodies_that_are_not_reviews_are_rejected(body: object) -> None:
 
 def test_every_kind_in_the_table_has_a_resource() -> None:
     assert set(POD_SPEC_PATHS) <= set(RESOURCES)
+
+
+def test_image_streams_get_generation_stamps() -> None:
+    old = image_stream("app", tags={"1": f"quay.io/x/app@{DIGEST_A}"})
+    old["metadata"]["generation"] = 3
+    old["spec"]["tags"][0]["generation"] = 3
+    new = copy.deepcopy(old)
+    new["spec"]["tags"][0]["from"]["name"] = "quay.io/x/app:2"
+    body = review("ImageStream", new, operation="UPDATE", old=old)
+    assert decoded_patch(admit(body, STREAMS)) == [
+        {"op": "add", "path": "/spec/tags/0/generation", "value": 4}
+    ]
+    unchanged = review("ImageStream", old, operation="UPDATE", old=old)
+    assert decoded_patch(admit(unchanged, STREAMS)) == []
+    status = review("ImageStream", new, operation="UPDATE", old=old, sub_resource="status")
+    assert decoded_patch(admit(status, STREAMS)) == []

@@ -286,6 +286,7 @@ def test_webhook_configuration_defaults(defaults: list[Doc]) -> None:
         ("apps", "daemonsets"),
         ("batch", "jobs"),
         ("batch", "cronjobs"),
+        ("image.openshift.io", "imagestreams"),
     }
     assert webhook["namespaceSelector"] == {
         "matchExpressions": [

@@ -12,6 +12,7 @@ from webhook.streams import (
     InvalidImageStream,
     TagReference,
     current_event,
+    generation_stamps,
     needs_import,
     parse_image_stream,
     pinned_reference,
@@ -314,3 +315,58 @@ def test_failure_keeps_the_history() -> None:
     assert result[0]["conditions"] == [condition]
     again, changed = record_failure(result, "1", {**condition, "lastTransitionTime": "later"})
     assert not changed and again == result
+
+
+# --- generation stamps (admission of ImageStreams) -----------------------------------------
+
+
+def _with_tags(*tags: dict[str, Any], generation: int = 4) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "app", "namespace": "team", "generation": generation},
+        "spec": {"tags": list(tags)},
+    }
+
+
+def _tag(name: str, source: str = "quay.io/x/app:1", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "from": {"kind": "DockerImage", "name": source}, **extra}
+
+
+def test_create_stamps_every_tag_without_a_generation() -> None:
+    obj = _with_tags(_tag("a"), _tag("b", generation=None), _tag("c", generation=0))
+    obj["spec"]["tags"].append(_tag("d", generation=7))  # an export's explicit value stays
+    assert generation_stamps(obj, None) == {0: 1, 1: 1, 2: 1}
+
+
+def test_update_stamps_new_and_changed_tags_with_the_next_generation() -> None:
+    old = _with_tags(_tag("same", generation=2), _tag("moved", generation=2), generation=4)
+    new = _with_tags(
+        _tag("same", generation=2),
+        _tag("moved", "quay.io/x/app:2", generation=2),  # from changed, generation not
+        _tag("added"),
+    )
+    assert generation_stamps(new, old) == {1: 5, 2: 5}
+
+
+@pytest.mark.parametrize(
+    ("change", "stamped"),
+    [
+        ({"reference": True}, True),
+        ({"importPolicy": {"importMode": "Legacy"}}, True),
+        ({"importPolicy": {"scheduled": True}}, False),  # not a new source
+        ({"annotations": {"a": "b"}}, False),
+        ({"generation": 0}, True),  # a user asks for a re-import
+        ({"generation": 9}, False),  # a user (or the CLI) chose the generation
+    ],
+)
+def test_which_changes_restamp(change: dict[str, Any], stamped: bool) -> None:
+    old = _with_tags(_tag("a", generation=2))
+    new = _with_tags(_tag("a", **{"generation": 2, **change}))
+    assert generation_stamps(new, old) == ({0: 5} if stamped else {})
+
+
+def test_stamping_is_idempotent_on_reinvocation() -> None:
+    old = _with_tags(_tag("a", generation=2))
+    new = _with_tags(_tag("a", "quay.io/x/app:2", generation=2))
+    stamps = generation_stamps(new, old)
+    new["spec"]["tags"][0]["generation"] = stamps[0]
+    assert generation_stamps(new, old) == {}
