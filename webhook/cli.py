@@ -22,10 +22,10 @@ class CommandError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("kubeconfig", "context", "namespace"):
+    for name in ("kubeconfig", "context", "namespace", "log_format"):
         if not hasattr(args, name):
             setattr(args, name, None)
-    configure_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
+    configure_logging(args.log_format or "text", logging.DEBUG if args.verbose else logging.INFO)
     try:
         result: int = args.run(args)
         return result
@@ -56,7 +56,7 @@ def configure_logging(log_format: str, level: int) -> None:
 
 
 def cluster_flags() -> argparse.ArgumentParser:
-    """kubectl's connection flags, accepted before or after the verb.
+    """kubectl's connection flags (and the log format), accepted before or after the verb.
 
     Defaults are SUPPRESS so that a flag given before the verb is not overwritten by the
     subparser's default; `main` fills in None for flags given nowhere.
@@ -67,6 +67,12 @@ def cluster_flags() -> argparse.ArgumentParser:
     group.add_argument("--context", default=argparse.SUPPRESS, help="kubeconfig context")
     group.add_argument(
         "-n", "--namespace", default=argparse.SUPPRESS, help="namespace (default: the context's)"
+    )
+    flags.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=argparse.SUPPRESS,
+        help="json: one JSON object a line, for log collectors (default text)",
     )
     return flags
 
@@ -84,12 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument(
-        "--log-format",
-        choices=("text", "json"),
-        default="text",
-        help="json: one JSON object a line, for log collectors (servers run in clusters)",
-    )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
     _add_serve(verbs, common)
     _add_certs(verbs)

@@ -1003,3 +1003,17 @@ def test_chart_metadata() -> None:
     # Every top-level value is described by the schema.
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) <= set(schema["properties"])
+
+
+def test_every_component_logs_json_by_default(defaults: list[Doc]) -> None:
+    commands = []
+    for doc in defaults:
+        if doc.get("kind") not in ("Deployment", "Job"):
+            continue
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            if "imagestreams/imagestreams" not in container["image"]:
+                continue  # not the project's own CLI
+            args = container["args"]
+            commands.append(args[0])
+            assert "--log-format=json" in args, doc["metadata"]["name"]
+    assert {"serve", "controller", "certs-sync"} <= set(commands)

@@ -159,6 +159,7 @@ securityContext:
 {{/* certs-sync's arguments, shared by its Deployment and its hook Job. */}}
 {{- define "imagestreams.certsSync.args" -}}
 - certs-sync
+- --log-format={{ .Values.logFormat }}
 - --secret={{ .Release.Namespace }}/{{ include "imagestreams.tlsSecret" . }}
 - --webhook={{ include "imagestreams.webhookConfiguration" . }}
 - --service={{ include "imagestreams.webhook.fullname" . }}
