@@ -56,17 +56,9 @@ def create_app(config: AppConfig, metrics: Metrics | None = None) -> Flask:
     @app.post("/mutate")
     def mutate() -> Response:
         started = time.perf_counter()
-        data = _read_body(config.max_body_bytes)
-        if data is None:
-            return _bad_request(f"body is larger than {config.max_body_bytes} bytes", metrics)
-        try:
-            body = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            return _bad_request("body is not valid JSON", metrics)
-        try:
-            review = admission.parse_review(body)
-        except admission.BadReview as err:
-            return _bad_request(str(err), metrics)
+        review = _read_review(config.max_body_bytes, metrics)
+        if isinstance(review, Response):
+            return review
         outcome = admission.mutate(review, index)
         _observe(metrics, review, outcome, started)
         return _json(admission.respond(review["uid"], outcome))
@@ -75,15 +67,9 @@ def create_app(config: AppConfig, metrics: Metrics | None = None) -> Flask:
     def validate() -> Response:
         from webhook.policy_index import answer
 
-        data = _read_body(config.max_body_bytes)
-        if data is None:
-            return _bad_request(f"body is larger than {config.max_body_bytes} bytes", metrics)
-        try:
-            review = admission.parse_review(json.loads(data))
-        except admission.BadReview as err:
-            return _bad_request(str(err), metrics)
-        except (ValueError, UnicodeDecodeError):
-            return _bad_request("body is not valid JSON", metrics)
+        review = _read_review(config.max_body_bytes, metrics)
+        if isinstance(review, Response):
+            return review
         if config.policy is None:
             return _json(admission.respond(review["uid"], admission.Outcome()))
         if not config.policy.ready:
@@ -110,6 +96,19 @@ def create_app(config: AppConfig, metrics: Metrics | None = None) -> Flask:
         return Response(data, content_type=content_type)
 
     return app
+
+
+def _read_review(limit: int, metrics: Metrics) -> Mapping[str, Any] | Response:
+    """The request's AdmissionReview request, or the HTTP 400 that says why there is none."""
+    data = _read_body(limit)
+    if data is None:
+        return _bad_request(f"body is larger than {limit} bytes", metrics)
+    try:
+        return admission.parse_review(json.loads(data))
+    except admission.BadReview as err:
+        return _bad_request(str(err), metrics)
+    except (ValueError, UnicodeDecodeError):
+        return _bad_request("body is not valid JSON", metrics)
 
 
 def _read_body(limit: int) -> bytes | None:
