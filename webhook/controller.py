@@ -468,9 +468,7 @@ class Controller:
         Same-stream aliases track their source on every pass (against the status this pass
         is about to write); other sources are copied once per generation.
         """
-        status_tags, _ = apply_results(
-            (obj.get("status") or {}).get("tags") or [], registry_results
-        )
+        status_tags, _ = apply_results(_status_tags(obj), registry_results)
         current = with_status_tags(obj, status_tags)
         results = []
         for spec in stream.spec_tags:
@@ -485,7 +483,7 @@ class Controller:
             seen = streams.seen_generation(stream.history(spec.name))
             if alias is None and seen is not None and seen >= generation:
                 continue
-            result = self._from_stream(current, stream, spec, generation)
+            result = self._from_stream(current, stream, spec, generation, alias)
             if alias is not None and result.condition is not None and seen is not None:
                 continue  # an alias whose source has no image yet: nothing to record
             results.append(result)
@@ -500,13 +498,14 @@ class Controller:
         stream: ImageStream,
         spec: TagReference,
         generation: int,
+        alias: str | None,
     ) -> ImportResult:
+        """The result for one stream-sourced tag; `alias` is the tag it tracks within this
+        stream (streams.alias_target), or None."""
         assert spec.source is not None
         source_ns = spec.source.namespace or stream.namespace
         separator = "@" if spec.source.kind == streams.IMAGE_STREAM_IMAGE else ":"
-        source_name = spec.source.name.partition(separator)[0]
-        if separator == ":" and streams.alias_target(stream, spec) is not None:
-            source_name = stream.name
+        source_name = stream.name if alias else spec.source.name.partition(separator)[0]
         if (source_ns, source_name) == (stream.namespace, stream.name):
             source: Mapping[str, Any] | None = current
         elif source_ns != stream.namespace and not self._may_read(stream.namespace, source_ns):
@@ -526,11 +525,8 @@ class Controller:
             return importer.import_from_stream_image(
                 spec_dict, source, source_namespace=source_ns, generation=generation
             )
-        if streams.alias_target(stream, spec) is not None:
-            spec_dict["from"] = {
-                "kind": streams.IMAGE_STREAM_TAG,
-                "name": f"{stream.name}:{streams.alias_target(stream, spec)}",
-            }
+        if alias is not None:  # `from` may name the tag alone: spell out the stream
+            spec_dict["from"] = {"kind": streams.IMAGE_STREAM_TAG, "name": f"{stream.name}:{alias}"}
         return importer.import_from_stream_tag(
             spec_dict, source, source_namespace=source_ns, generation=generation
         )

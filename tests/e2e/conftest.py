@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,26 +52,30 @@ class Image:
         return f"{self.repository}@{self.digest}"
 
 
-@pytest.fixture(scope="session")
-def app_image(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Image:
-    """A one-layer image pushed into the cluster's registry as e2e/app:1.0 by crane."""
-    work = tmp_path_factory.mktemp("image")
-    (work / "hello.txt").write_text("imagestreams e2e\n")
-    layer = work / "layer.tar.gz"
+def push_image(ref: str, content: str, work: Path) -> str:
+    """Push a one-layer image holding `content` as `ref` with crane; return its digest."""
+    work.mkdir(parents=True, exist_ok=True)
+    layer_dir = Path(tempfile.mkdtemp(dir=work))
+    (layer_dir / "content.txt").write_text(content)
+    layer = layer_dir / "layer.tar.gz"
     with tarfile.open(layer, "w:gz") as tar:
-        tar.add(work / "hello.txt", arcname="hello.txt")
-    image = Image(f"{cluster.registry}/e2e/app", "1.0", "")
+        tar.add(layer_dir / "content.txt", arcname="content.txt")
     crane = str(tool("crane"))
-    ref = f"{image.repository}:{image.tag}"
     subprocess.run(
         [crane, "append", "--oci-empty-base", "-f", str(layer), "-t", ref],
         check=True,
         capture_output=True,
     )
-    digest = subprocess.run(
-        [crane, "digest", ref], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    return Image(image.repository, image.tag, digest)
+    digest = subprocess.run([crane, "digest", ref], check=True, capture_output=True, text=True)
+    return digest.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def app_image(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Image:
+    """A one-layer image pushed into the cluster's registry as e2e/app:1.0 by crane."""
+    repository = f"{cluster.registry}/e2e/app"
+    digest = push_image(f"{repository}:1.0", "imagestreams e2e\n", tmp_path_factory.mktemp("image"))
+    return Image(repository, "1.0", digest)
 
 
 class Namespace:

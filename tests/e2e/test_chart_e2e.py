@@ -24,7 +24,6 @@ import os
 import signal
 import ssl
 import subprocess
-import tarfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from conftest import push_image
 from cryptography import x509
 from localcluster import Cluster, free_ports, tool
 
@@ -682,28 +682,11 @@ def test_unreachable_chart_webhook_with_failure_policy_ignore(
 # --- the example app chart: resolved at install, re-resolved at upgrade ---------------------
 
 
-def push_image(cluster: Cluster, ref: str, content: str, work: Path) -> str:
-    """A one-layer image pushed by crane; its digest."""
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "content.txt").write_text(content)
-    layer = work / "layer.tar.gz"
-    with tarfile.open(layer, "w:gz") as tar:
-        tar.add(work / "content.txt", arcname="content.txt")
-    crane = str(tool("crane"))
-    subprocess.run(
-        [crane, "append", "--oci-empty-base", "-f", str(layer), "-t", ref],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return subprocess.run(
-        [crane, "digest", ref], check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
 def test_example_app_chart_is_pinned_at_install_and_upgrade(
     cluster: Cluster, namespace: Namespace, tmp_path: Path
 ) -> None:
     repository = f"{cluster.registry}/e2e/keycloak"
-    first = push_image(cluster, f"{repository}:20.0", "keycloak 20.0.1", tmp_path / "v1")
+    first = push_image(f"{repository}:20.0", "keycloak 20.0.1", tmp_path / "v1")
     namespace.cluster.apply(
         {
             "apiVersion": "image.openshift.io/v1",
@@ -734,7 +717,7 @@ def test_example_app_chart_is_pinned_at_install_and_upgrade(
     assert namespace.get("deployment", "kc", "{.metadata.generation}") == generation
 
     # The tag moves (a new image under the same tag, imported into the stream) ...
-    second = push_image(cluster, f"{repository}:20.0", "keycloak 20.0.2", tmp_path / "v2")
+    second = push_image(f"{repository}:20.0", "keycloak 20.0.2", tmp_path / "v2")
     assert second != first
     namespace.write_status("keycloak", {"20.0": f"{repository}@{second}"})
     namespace.sync()

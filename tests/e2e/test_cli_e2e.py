@@ -12,13 +12,13 @@ import json
 import os
 import re
 import subprocess
-import tarfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from conftest import push_image
 from localcluster import Cluster, tool
 
 from webhook import streams
@@ -49,20 +49,8 @@ class Registry:
     def push(self, tag: str) -> str:
         """Push a fresh image as keycloak:`tag`; returns its digest."""
         self._count += 1
-        content = self.work / f"layer-{self._count}"
-        content.mkdir()
-        (content / "version.txt").write_text(f"{tag} build {self._count} {time.time()}\n")
-        layer = self.work / f"layer-{self._count}.tar.gz"
-        with tarfile.open(layer, "w:gz") as tar:
-            tar.add(content / "version.txt", arcname="version.txt")
-        ref = f"{self.repo}:{tag}"
-        crane = str(tool("crane"))
-        subprocess.run(
-            [crane, "append", "--oci-empty-base", "-f", str(layer), "-t", ref],
-            check=True,
-            capture_output=True,
-        )
-        return self.digest(tag)
+        content = f"{tag} build {self._count} {time.time()}\n"
+        return push_image(f"{self.repo}:{tag}", content, self.work)
 
     def digest(self, tag: str) -> str:
         out = subprocess.run(

@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import tarfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -20,28 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Namespace
-from localcluster import Cluster, tool
+from conftest import Namespace, push_image
+from localcluster import Cluster
 
 pytestmark = pytest.mark.e2e
 
 INTERVAL = "3s"
-
-
-def push(cluster: Cluster, ref: str, content: str, work: Path) -> str:
-    """Push a one-layer image holding `content` as `ref`; return its digest."""
-    (work / "data.txt").write_text(content)
-    layer = work / f"layer-{abs(hash(content))}.tar.gz"
-    with tarfile.open(layer, "w:gz") as tar:
-        tar.add(work / "data.txt", arcname="data.txt")
-    crane = str(tool("crane"))
-    subprocess.run(
-        [crane, "append", "--oci-empty-base", "-f", str(layer), "-t", ref],
-        check=True,
-        capture_output=True,
-    )
-    out = subprocess.run([crane, "digest", ref], check=True, capture_output=True, text=True)
-    return out.stdout.strip()
 
 
 class Controllers:
@@ -127,7 +110,7 @@ def test_scheduled_tag_is_reimported_and_history_keeps_both(
     namespace: Namespace, controllers: Controllers, tmp_path: Path
 ) -> None:
     repo = f"{namespace.cluster.registry}/{namespace.name}/sched"
-    first = push(namespace.cluster, f"{repo}:1", "one", tmp_path)
+    first = push_image(f"{repo}:1", "one", tmp_path)
     controllers.start()
     stream(
         namespace,
@@ -149,7 +132,7 @@ def test_scheduled_tag_is_reimported_and_history_keeps_both(
     )
     assert namespace.dry_run_pod("sched:1") == f"{repo}@{first}"
 
-    second = push(namespace.cluster, f"{repo}:1", "two", tmp_path)
+    second = push_image(f"{repo}:1", "two", tmp_path)
     wait_for(
         namespace.cluster,
         "the scheduled re-import",
@@ -169,7 +152,7 @@ def test_unchanged_scheduled_tag_causes_no_writes(
     namespace: Namespace, controllers: Controllers, tmp_path: Path
 ) -> None:
     repo = f"{namespace.cluster.registry}/{namespace.name}/quiet"
-    digest = push(namespace.cluster, f"{repo}:1", "quiet", tmp_path)
+    digest = push_image(f"{repo}:1", "quiet", tmp_path)
     port = free_port()
     controllers.start("--metrics-bind", f"127.0.0.1:{port}")
     stream(
@@ -227,7 +210,7 @@ def test_missing_tag_fails_then_imports_after_backoff(
     )
     events = namespace.kubectl("get", "events", "-o", "json").stdout
     assert "ImportFailed" in events
-    digest = push(namespace.cluster, f"{repo}:1", "late", tmp_path)
+    digest = push_image(f"{repo}:1", "late", tmp_path)
     wait_for(
         namespace.cluster,
         "the retried import",
@@ -241,7 +224,7 @@ def test_killing_the_leader_lets_the_other_replica_import(
     namespace: Namespace, controllers: Controllers, tmp_path: Path
 ) -> None:
     repo = f"{namespace.cluster.registry}/{namespace.name}/ha"
-    first = push(namespace.cluster, f"{repo}:1", "ha-1", tmp_path)
+    first = push_image(f"{repo}:1", "ha-1", tmp_path)
     leader = controllers.start()
     time.sleep(3)  # let the first replica take the lease
     controllers.start()
@@ -254,7 +237,7 @@ def test_killing_the_leader_lets_the_other_replica_import(
 
     os.killpg(leader.pid, signal.SIGKILL)
     leader.wait(10)
-    second = push(namespace.cluster, f"{repo}:2", "ha-2", tmp_path)
+    second = push_image(f"{repo}:2", "ha-2", tmp_path)
     namespace.kubectl(
         "patch", "imagestream", "ha", "--type=json", "-p",
         json.dumps([{"op": "add", "path": "/spec/tags/-", "value": {
@@ -275,8 +258,8 @@ def test_changing_a_tags_source_reimports_it(namespace: Namespace, tmp_path: Pat
     cluster = namespace.cluster
     assert cluster.controller_running, "the cluster's imagestreams controller is not running"
     repo = f"{cluster.registry}/{namespace.name}/edit"
-    first = push(cluster, f"{repo}:1", "edit-1", tmp_path)
-    second = push(cluster, f"{repo}:2", "edit-2", tmp_path)
+    first = push_image(f"{repo}:1", "edit-1", tmp_path)
+    second = push_image(f"{repo}:2", "edit-2", tmp_path)
     stream(namespace, "edit", [{"name": "v", "from": {"kind": "DockerImage", "name": f"{repo}:1"}}])
     assert namespace.get("imagestream", "edit", "{.spec.tags[0].generation}") == "1"
     wait_for(cluster, "the first import", lambda: history(namespace, "edit", "v") == [first])
