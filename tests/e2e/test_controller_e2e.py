@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import Namespace, push_image
-from localcluster import Cluster
+from localcluster import Cluster, free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -153,7 +152,7 @@ def test_unchanged_scheduled_tag_causes_no_writes(
 ) -> None:
     repo = f"{namespace.cluster.registry}/{namespace.name}/quiet"
     digest = push_image(f"{repo}:1", "quiet", tmp_path)
-    port = free_port()
+    port = free_ports(["metrics"])["metrics"]
     controllers.start("--metrics-bind", f"127.0.0.1:{port}")
     stream(
         namespace,
@@ -175,12 +174,6 @@ def test_unchanged_scheduled_tag_causes_no_writes(
     assert after["writes"] == before["writes"]  # nothing changed: no API write
     assert after["head"] >= before["head"] + 2  # each check is one HEAD ...
     assert after["get"] == before["get"]  # ... and no manifest GET
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def metrics(port: int) -> dict[str, float]:
