@@ -112,7 +112,11 @@ def has_failed_at(stream: ImageStream, spec: TagReference) -> bool:
 def due_tags(
     stream: ImageStream, state: StreamState, now: float, interval: float
 ) -> list[tuple[TagReference, str]]:
-    """The DockerImage tags to import now, and why."""
+    """The DockerImage tags to import now, and why.
+
+    No I/O; its one side effect is to give a scheduled tag seen for the first time its
+    first check time, spread over the interval (recorded in `state`).
+    """
     due = []
     for spec in stream.spec_tags:
         if not is_registry_tag(spec):
