@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from conftest import push_image
 from localcluster import Cluster, free_ports, tool
-from test_controller_e2e import Controllers, conditions, history, push
+from test_controller_e2e import Controllers, conditions, history
 
 if TYPE_CHECKING:
     from conftest import Namespace
@@ -205,7 +206,7 @@ def test_local_tag_is_pinned_to_the_local_registry_and_outlives_the_upstream(
     upstream = registries.upstream.start()
     local = registries.local.start()
     source = f"{upstream.host}/team/app"
-    digest = push(namespace.cluster, f"{source}:1", "local e2e", tmp_path)
+    digest = push_image(f"{source}:1", "local e2e", tmp_path)
     start_mirroring(controllers, registries)
 
     # As the OpenShift tutorial: a Local tag and local lookup, scheduled so that the
@@ -266,7 +267,7 @@ def test_until_the_copy_is_complete_the_source_is_used_with_a_warning(
     upstream = registries.upstream.start()
     local = registries.local  # not started yet
     source = f"{upstream.host}/team/late"
-    digest = push(namespace.cluster, f"{source}:1", "late mirror", tmp_path)
+    digest = push_image(f"{source}:1", "late mirror", tmp_path)
     start_mirroring(controllers, registries)
     imagestreams(namespace, "tag", f"{source}:1", "late:1", "--reference-policy", "local")
     imagestreams(namespace, "set", "image-lookup", "late")
