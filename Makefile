@@ -3,13 +3,27 @@ PYTHON ?= python3
 VENV   := .venv
 DEV    ?= .dev
 
-.PHONY: venv tools up down status demo lint test unit e2e bench bench-deps
+.PHONY: venv lock tools up down status demo lint test unit e2e bench bench-deps
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+# The locked versions first (the image's, see requirements.lock), then the project and its
+# test tools; pip keeps the locked versions where they satisfy the project.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --require-hashes -r requirements.lock
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
+
+# requirements.lock: every runtime dependency, pinned, with the hashes of all its files on
+# PyPI. Pins already there are kept; `make lock UPGRADE=1` moves them to the newest versions.
+# The second compile resolves the lock itself for arm64: it fails if a pin has no wheel there.
+UV_VERSION := 0.13.9
+UV_COMPILE  = $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--only-binary :all: --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
+lock: venv
+	$(VENV)/bin/pip install -q 'uv==$(UV_VERSION)'
+	$(UV_COMPILE) --python-platform x86_64-manylinux_2_28 -o requirements.lock pyproject.toml
+	$(UV_COMPILE) --python-platform aarch64-manylinux_2_28 -o /dev/null requirements.lock
 
 tools:             ## etcd, kube-apiserver, kube-controller-manager, kubectl, helm, crane, registry
 	hack/tools.sh
