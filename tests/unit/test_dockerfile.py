@@ -5,11 +5,10 @@ point that the package really declares, and nothing compiled or cached in the fi
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 import shlex
+import sys
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,57 +16,14 @@ import pytest
 from webhook.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = ROOT / "Dockerfile"
+sys.path.insert(0, str(ROOT / "hack"))
+# The parser hack/image.py reads the Dockerfile with, to build the same image without Docker.
+from dockerfile import DOCKERFILE, Stage, exec_form, parse  # noqa: E402
+
 BUILD_TOOLS = re.compile(
     r"\b(gcc|g\+\+|cc|clang|make|build-essential|python3?-dev|libffi-dev|libssl-dev|"
     r"setuptools|wheel|build|pip-tools|poetry|cython)\b"
 )
-
-
-@dataclass
-class Stage:
-    base: str
-    name: str | None
-    instructions: list[tuple[str, str]] = field(default_factory=list)
-
-    def all(self, keyword: str) -> list[str]:
-        return [arg for kw, arg in self.instructions if kw == keyword]
-
-
-def parse(text: str) -> list[Stage]:
-    """Instructions per stage, continuation lines joined, global ARG defaults substituted."""
-    lines: list[str] = []
-    pending = ""
-    for raw in text.splitlines():
-        stripped = raw.strip()
-        if not pending and (not stripped or stripped.startswith("#")):
-            continue
-        if stripped.startswith("#"):
-            continue  # a comment inside a continued instruction
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        lines.append(pending + stripped)
-        pending = ""
-    args: dict[str, str] = {}
-    stages: list[Stage] = []
-    for line in lines:
-        keyword, _, rest = line.partition(" ")
-        keyword = keyword.upper()
-        rest = rest.strip()
-        if keyword == "ARG" and not stages:
-            name, _, default = rest.partition("=")
-            args[name] = default
-            continue
-        if keyword == "FROM":
-            rest = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args[m[1] or m[2]], rest)
-            words = rest.split()
-            words = [w for w in words if not w.startswith("--platform")]
-            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
-            stages.append(Stage(words[0], name))
-            continue
-        stages[-1].instructions.append((keyword, rest))
-    return stages
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +34,6 @@ def stages() -> list[Stage]:
 @pytest.fixture(scope="module")
 def final(stages: list[Stage]) -> Stage:
     return stages[-1]
-
-
-def exec_form(value: str) -> list[str]:
-    parsed = json.loads(value)
-    assert isinstance(parsed, list) and all(isinstance(p, str) for p in parsed), value
-    return parsed
 
 
 def test_multi_stage_with_a_named_builder(stages: list[Stage]) -> None:
