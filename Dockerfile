@@ -17,12 +17,18 @@ FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-# Only what the wheel is built from (see .dockerignore).
+# The dependencies first, exactly as requirements.lock pins them (the lock the dev venv and
+# hack/image.py install too): every wheel is checked against the lock's hashes. Every pin
+# ships binary wheels for linux amd64 and arm64, so no compiler is needed even here;
+# --only-binary makes a missing wheel fail the build instead of compiling. This layer is
+# reused until the lock changes.
+COPY requirements.lock ./
+RUN pip wheel --wheel-dir /wheels --only-binary=:all: --require-hashes -r requirements.lock
+# Then the project's own wheel, from only what it is built from (see .dockerignore).
 COPY pyproject.toml README.md ./
 COPY webhook ./webhook
-# Every dependency ships binary wheels for linux amd64 and arm64, so no compiler is needed
-# even here; --only-binary makes a missing wheel fail the build instead of compiling.
-RUN pip wheel --wheel-dir /wheels --only-binary=:all: . \
+RUN pip wheel --wheel-dir /wheels --no-deps . \
+ && cp requirements.lock /wheels/ \
  && ls /wheels
 
 # --- runtime -----------------------------------------------------------------------------
@@ -34,12 +40,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
-# Install from the builder's wheels only (no index, nothing compiled, no cache), then remove
+# Install from the builder's wheels only (no index, nothing compiled, no cache): the locked
+# dependencies, their hashes checked once more, then the project alone, so that nothing but
+# the locked versions can be installed (`pip check`: and nothing is missing). Then remove
 # pip itself: nothing installs packages at run time. The wheels are bind-mounted, so they
 # never become a layer of this image. Byte code is compiled at install time, because the
 # root filesystem is read-only at run time.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels imagestreams \
+    pip install --no-index --find-links=/wheels --require-hashes -r /wheels/requirements.lock \
+ && pip install --no-index --find-links=/wheels --no-deps imagestreams \
+ && pip check \
  && pip uninstall --yes pip setuptools wheel \
  && imagestreams --help >/dev/null
 # Numeric, so that `runAsNonRoot` can verify it without an /etc/passwd entry.

@@ -97,9 +97,17 @@ def test_final_stage_installs_wheels_only_and_no_build_tools(final: Stage) -> No
                 pytest.fail(f"the final stage installs system packages: {command.strip()}")
             if "pip" in words and "install" in words:
                 assert "--no-index" in words, f"pip may reach an index: {command.strip()}"
-                packages = [w for w in words[words.index("install") + 1 :] if not w.startswith("-")]
+                args = words[words.index("install") + 1 :]
+                if "-r" in args:
+                    # The dependencies: exactly the lock's, their hashes checked.
+                    assert Path(args[args.index("-r") + 1]).name == "requirements.lock", args
+                    assert "--require-hashes" in args, args
+                    continue
+                packages = [w for w in args if not w.startswith("-")]
                 assert packages == ["imagestreams"], packages
                 assert not any(BUILD_TOOLS.fullmatch(p) for p in packages)
+                # The project alone: its dependencies come from the lock, nowhere else.
+                assert "--no-deps" in args, args
     # The wheels come from the builder through a bind mount, never a COPY into a layer.
     assert any("from=builder" in run for run in runs)
     assert not any("--from=builder" in c for c in final.all("COPY"))
