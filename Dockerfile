@@ -6,6 +6,10 @@
 #   docker run --rm imagestreams:dev --help
 #   (the chart runs `serve …`, `controller …` and `certs-sync …`)
 #
+# Without a Docker daemon, `make image` (hack/image.py) builds the same image from Debian's
+# python3: same user, entry point, command, environment and labels (read from this file),
+# same packages (from requirements.lock). tests/unit/test_image.py checks that they agree.
+#
 # The base is pinned by exact version tag AND by the digest of its multi-platform index
 # (python:3.11.14-slim-bookworm, as published on Docker Hub and recorded in public
 # Dockerfiles); bump both together, e.g. with Renovate or

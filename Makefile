@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 DEV    ?= .dev
 
-.PHONY: venv lock tools up down status demo lint test unit e2e bench bench-deps
+.PHONY: venv lock image tools up down status demo lint test unit e2e bench bench-deps
 
 venv: $(VENV)/.installed
 # The locked versions first (the image's, see requirements.lock), then the project and its
@@ -24,6 +24,11 @@ lock: venv
 	$(VENV)/bin/pip install -q 'uv==$(UV_VERSION)'
 	$(UV_COMPILE) --python-platform x86_64-manylinux_2_28 -o requirements.lock pyproject.toml
 	$(UV_COMPILE) --python-platform aarch64-manylinux_2_28 -o /dev/null requirements.lock
+
+# The product image, built without a Docker daemon (hack/image.py): IMAGE=REPO[:TAG] pushes it.
+image: venv
+	hack/tools.sh crane
+	$(VENV)/bin/python hack/image.py build $(if $(IMAGE),--push $(IMAGE))
 
 tools:             ## etcd, kube-apiserver, kube-controller-manager, kubectl, helm, crane, registry
 	hack/tools.sh
