@@ -16,10 +16,13 @@ KUBE_VERSION=v1.34.12
 HELM_VERSION=v3.19.5
 CRANE_VERSION=v0.22.1
 REGISTRY_VERSION=v3.0.0
+COREDNS_VERSION=v1.12.4
+CRICTL_VERSION=v1.34.0
 
 CACHE_DIR=${IMAGESTREAMS_CACHE:-$HOME/.cache/imagestreams}
 BIN_DIR=$CACHE_DIR/bin
-ALL_TOOLS=(registry crane helm etcd kube-apiserver kube-controller-manager kubectl)
+KUBE_TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+ALL_TOOLS=(registry crane helm etcd coredns crictl "${KUBE_TOOLS[@]}")
 
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 # Static binaries, no paths of this machine inside, and never fetch another Go toolchain.
@@ -67,6 +70,15 @@ build_registry() {
 build_crane() {
 	go_install crane "$CRANE_VERSION" \
 		"github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
+}
+
+build_coredns() {
+	go_install coredns "$COREDNS_VERSION" "github.com/coredns/coredns@$COREDNS_VERSION"
+}
+
+build_crictl() {
+	go_install crictl "$CRICTL_VERSION" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION" \
+		"-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
 }
 
 build_helm() {
@@ -143,7 +155,9 @@ version_of() {
 	crane) echo "$CRANE_VERSION" ;;
 	helm) echo "$HELM_VERSION" ;;
 	etcd) echo "$ETCD_VERSION" ;;
-	kube-apiserver | kube-controller-manager | kubectl) echo "$KUBE_VERSION" ;;
+	coredns) echo "$COREDNS_VERSION" ;;
+	crictl) echo "$CRICTL_VERSION" ;;
+	kube-* | kubelet | kubectl) echo "$KUBE_VERSION" ;;
 	*)
 		log "unknown tool: $1 (known: ${ALL_TOOLS[*]})"
 		return 1
@@ -161,7 +175,7 @@ main() {
 			continue
 		fi
 		case $tool in
-		kube-apiserver | kube-controller-manager | kubectl) kube+=("$tool") ;;
+		kube-* | kubelet | kubectl) kube+=("$tool") ;;
 		*)
 			log "building $tool $version"
 			start=$SECONDS
