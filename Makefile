@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 DEV    ?= .dev
 
-.PHONY: venv lock image tools up down status demo lint test unit e2e bench bench-deps
+.PHONY: venv lock image tools up down status demo lint test unit e2e node bench bench-deps
 
 venv: $(VENV)/.installed
 # The locked versions first (the image's, see requirements.lock), then the project and its
@@ -30,10 +30,11 @@ image: venv
 	hack/tools.sh crane
 	$(VENV)/bin/python hack/image.py build $(if $(IMAGE),--push $(IMAGE))
 
-tools:             ## etcd, kube-apiserver, kube-controller-manager, kubectl, helm, crane, registry
+tools:             ## Go tools (control plane, node, helm, crane, registry, CoreDNS) and Debian packages
+	hack/packages.sh
 	hack/tools.sh
 
-up: venv tools     ## local control plane + registry + webhook on 127.0.0.1 (state in $(DEV))
+up: venv tools     ## a one-node cluster with the chart installed (state in $(DEV))
 	$(VENV)/bin/python hack/localcluster.py up --dir $(DEV)
 
 down:
@@ -58,6 +59,9 @@ unit: venv
 
 e2e: venv tools
 	$(VENV)/bin/pytest -q tests/e2e
+
+node: venv tools   ## the node tier alone: the chart's pods and workloads on a real kubelet
+	$(VENV)/bin/pytest -q tests/node
 
 bench: venv tools bench-deps   ## prints every figure, writes bench/results.json
 	$(VENV)/bin/python -m bench

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import importlib.util
+import importlib
 import json
 import os
 import shutil
@@ -54,15 +54,13 @@ class ClusterConfig:
 
 
 def load_localcluster() -> Any:
-    path = REPO_ROOT / "hack" / "localcluster.py"
-    if not path.exists():
-        raise RuntimeError(f"{path} not found: figures 5 and 6 need the local cluster module")
-    spec = importlib.util.spec_from_file_location("localcluster", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["localcluster"] = module
-    spec.loader.exec_module(module)
-    return module
+    hack = REPO_ROOT / "hack"
+    if not (hack / "localcluster.py").exists():
+        raise RuntimeError(f"{hack}/localcluster.py not found: figures 5 to 7 need it")
+    # hack/ is a directory of scripts whose modules import each other by name.
+    if str(hack) not in sys.path:
+        sys.path.insert(0, str(hack))
+    return importlib.import_module("localcluster")
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
-"""A local Kubernetes control plane with the imagestreams webhook, all on 127.0.0.1.
+"""A local Kubernetes cluster for the demo and the tests, entirely on this machine.
 
-    python hack/localcluster.py up|down|status [--dir .dev]
+    python hack/localcluster.py up|down|status [--dir .dev] [--no-node]
 
-Starts etcd, kube-apiserver, kube-controller-manager, an OCI registry, the imagestreams
-webhook (and the controller, once `imagestreams controller` exists), installs the CRD and the
-MutatingWebhookConfiguration, and checks that a short name really gets pinned. There is no
-kubelet: Pods are created and stay Pending, which is all admission tests need.
+Two tiers share this code:
 
-Tests use the Python API instead: `Cluster.start(state_dir, repo_root)`.
+- the node tier (`up`, `make up`): etcd, kube-apiserver, kube-controller-manager and
+  kube-scheduler, an OCI registry, and a node (hack/localnode.py: containerd, runc, a bridge
+  CNI network, kubelet, kube-proxy, CoreDNS); the chart is installed with the project's own
+  image (hack/localchart.py), so the webhook, the controller, certs-sync and the in-chart
+  registry run as pods, and workloads' pods really start. Needs root.
+- the loopback tier (`--no-node`, the e2e tests): the same control plane with the webhook and
+  the controller as processes on 127.0.0.1 and no kubelet, so Pods stay Pending; it starts
+  in seconds.
+
+Either way `up` waits until a short name really gets pinned through the webhook. Tests use
+the Python API: `Cluster.start(state_dir, repo_root, node=...)`.
 
 The binaries come from hack/tools.sh (`make tools`), in ~/.cache/imagestreams/bin.
 """
@@ -36,11 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import localchart
+import localimages
+import localnode
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from localnode import NODE_IP, NODE_NAME, NodeLayout
 
-from webhook.certs import KeyPair, issue
+from webhook.certs import KeyPair, issue, load_pair
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -58,15 +69,19 @@ WEBHOOK_RESOURCES = [
     # ImageStreams themselves: new and changed tags get a generation (see admission.py).
     ("image.openshift.io", ["imagestreams"]),
 ]
-# Start order; stop runs it backwards.
-COMPONENTS = [
-    "etcd",
-    "registry",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "webhook",
-    "controller",
+# Start order; stop runs it backwards. The loopback tier runs the webhook and the
+# controller as processes; the node tier runs them as the chart's pods.
+CONTROL_PLANE = ["etcd", "registry", "kube-apiserver", "kube-controller-manager"]
+LOOPBACK_COMPONENTS = [*CONTROL_PLANE, "webhook", "controller"]
+NODE_COMPONENTS = [
+    *CONTROL_PLANE,
+    "kube-scheduler",
+    "containerd",
+    "coredns",
+    "kubelet",
+    "kube-proxy",
 ]
+COMPONENTS = [*LOOPBACK_COMPONENTS, *NODE_COMPONENTS[len(CONTROL_PLANE) :]]
 # What /proc/<pid>/cmdline must contain before we signal a recorded pid: a pid file can
 # outlive its process, and the number may since belong to someone else.
 CMDLINE_MARKERS = {
@@ -76,8 +91,20 @@ CMDLINE_MARKERS = {
     "kube-controller-manager": "kube-controller-manager",
     "webhook": "serve",
     "controller": "controller",
+    "kube-scheduler": "kube-scheduler",
+    "containerd": "containerd",
+    "coredns": "coredns",
+    "kubelet": "kubelet",
+    "kube-proxy": "kube-proxy",
 }
 PORT_NAMES = ["etcd", "etcd-peer", "apiserver", "controller-manager", "registry", "webhook"]
+NODE_PORT_NAMES = [
+    *PORT_NAMES, "scheduler", "kubelet-healthz", "proxy-healthz", "proxy-metrics",
+    "coredns-health", "coredns-ready",
+]  # fmt: skip
+# The chart, as `make up` installs it.
+RELEASE = "imagestreams"
+RELEASE_NAMESPACE = "imagestreams-system"
 
 
 class ClusterError(RuntimeError):
@@ -112,24 +139,48 @@ def _write_pair(pki: Path, name: str, pair: KeyPair) -> None:
 
 
 def generate_pki(pki: Path) -> None:
-    """CA, apiserver serving cert, client certs (EC P-256) and the RSA service-account key.
+    """CA, apiserver serving cert, client certs (EC P-256) and the RSA service-account key;
+    the node's certificates too (kubelet, kube-proxy, scheduler, CoreDNS).
 
-    Kept across `down`/`up` so an existing kubeconfig stays valid.
+    Kept across `down`/`up` so an existing kubeconfig stays valid; a pair that is missing
+    (an older state directory) is issued from the same CA.
     """
-    if (pki / "ca.crt").exists():
-        return
     pki.mkdir(parents=True, exist_ok=True)
-    ca = issue(None, "imagestreams-local-ca", is_ca=True)
-    _write_pair(pki, "ca", ca)
+    if (pki / "ca.crt").exists():
+        ca = load_pair(pki / "ca.crt", pki / "ca.key")
+    else:
+        ca = issue(None, "imagestreams-local-ca", is_ca=True)
+        _write_pair(pki, "ca", ca)
 
     service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
     dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
     dns.append("kubernetes.default.svc.cluster.local")
-    apiserver = issue(ca, "kube-apiserver", dns=dns, ips=[HOST, service_ip], server=True)
-    _write_pair(pki, "apiserver", apiserver)
-    _write_pair(pki, "admin", issue(ca, "admin", organization="system:masters", client=True))
-    _write_pair(pki, "controller-manager", issue(ca, "system:kube-controller-manager", client=True))
+    pairs: dict[str, Callable[[], KeyPair]] = {
+        # The node's address too: pods reach the API server there.
+        "apiserver": lambda: issue(
+            ca, "kube-apiserver", dns=dns, ips=[HOST, NODE_IP, service_ip], server=True
+        ),
+        "admin": lambda: issue(ca, "admin", organization="system:masters", client=True),
+        "controller-manager": lambda: issue(ca, "system:kube-controller-manager", client=True),
+        "scheduler": lambda: issue(ca, "system:kube-scheduler", client=True),
+        "kubelet-client": lambda: issue(
+            ca, f"system:node:{NODE_NAME}", organization="system:nodes", client=True
+        ),
+        "kubelet-serving": lambda: issue(
+            ca, NODE_NAME, dns=[NODE_NAME], ips=[NODE_IP], server=True
+        ),
+        "apiserver-kubelet-client": lambda: issue(
+            ca, "kube-apiserver-kubelet-client", organization="system:masters", client=True
+        ),
+        "kube-proxy": lambda: issue(ca, "system:kube-proxy", client=True),
+        "coredns": lambda: issue(ca, "imagestreams:coredns", client=True),
+    }
+    for name, make in pairs.items():
+        if not (pki / f"{name}.crt").exists():
+            _write_pair(pki, name, make())
 
+    if (pki / "sa.key").exists():
+        return
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(
         pki / "sa.key",
@@ -242,6 +293,9 @@ class Cluster:
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     verbose: bool = False
+    # A real node (kubelet, containerd) with the chart installed, instead of the webhook
+    # and the controller as loopback processes.
+    node: bool = False
 
     # --- layout --------------------------------------------------------------------
 
@@ -254,12 +308,26 @@ class Cluster:
         return self.state_dir / "kubeconfig"
 
     @property
+    def host(self) -> str:
+        """Where the API server and the registry listen: the node's address when there is a
+        node (pods, containerd and the host all reach it), else loopback."""
+        return NODE_IP if self.node else HOST
+
+    @property
+    def layout(self) -> NodeLayout:
+        return NodeLayout(self.state_dir)
+
+    @property
+    def components(self) -> list[str]:
+        return NODE_COMPONENTS if self.node else LOOPBACK_COMPONENTS
+
+    @property
     def registry(self) -> str:
-        return f"{HOST}:{self.ports['registry']}"
+        return f"{self.host}:{self.ports['registry']}"
 
     @property
     def apiserver_url(self) -> str:
-        return f"https://{HOST}:{self.ports['apiserver']}"
+        return f"https://{self.host}:{self.ports['apiserver']}"
 
     @property
     def webhook_url(self) -> str:
@@ -286,7 +354,8 @@ class Cluster:
         for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
             env[var] = str(self.state_dir / "helm" / var.split("_")[1].lower())
         no_proxy = env.get("NO_PROXY", env.get("no_proxy", ""))
-        env["NO_PROXY"] = env["no_proxy"] = ",".join(filter(None, [no_proxy, HOST, "localhost"]))
+        local = [HOST, "localhost", localnode.POD_CIDR, SERVICE_CIDR, NODE_IP]
+        env["NO_PROXY"] = env["no_proxy"] = ",".join(filter(None, [no_proxy, *local]))
         return env
 
     def _pid_file(self, name: str) -> Path:
@@ -336,11 +405,18 @@ class Cluster:
 
     @classmethod
     def start(
-        cls, state_dir: Path | str, repo_root: Path | str = REPO_ROOT, *, verbose: bool = False
+        cls,
+        state_dir: Path | str,
+        repo_root: Path | str = REPO_ROOT,
+        *,
+        verbose: bool = False,
+        node: bool = False,
     ) -> Cluster:
         """Start every component (stopping leftovers first) and wait until a short name
         is really resolved through the webhook."""
-        cluster = cls(Path(state_dir).resolve(), Path(repo_root).resolve(), verbose=verbose)
+        cluster = cls(
+            Path(state_dir).resolve(), Path(repo_root).resolve(), verbose=verbose, node=node
+        )
         try:
             cluster._start()
         except BaseException:
@@ -353,6 +429,7 @@ class Cluster:
         """A handle on a cluster started earlier (by `up`), from its recorded ports."""
         cluster = cls(Path(state_dir).resolve(), Path(repo_root).resolve())
         cluster.ports = cluster._load_ports() or {}
+        cluster.node = cluster._load_state().get("node") is True
         return cluster
 
     def _say(self, message: str) -> None:
@@ -366,21 +443,37 @@ class Cluster:
         self._registry_bin()
         if not self.imagestreams_bin.exists():
             raise MissingTool(f"{self.imagestreams_bin} not found: run `make venv`")
+        if self.node:
+            self._check_node_tools()
         self.stop()
         for sub in ("pids", "logs"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         self._choose_ports()
         generate_pki(self.pki)
-        write_kubeconfig(self.kubeconfig, self.pki, self.apiserver_url, "admin")
+        for user in ("admin", "controller-manager", "scheduler", "kube-proxy", "coredns"):
+            name = "kubeconfig" if user == "admin" else f"{user}.kubeconfig"
+            path = self.kubeconfig if user == "admin" else self.pki / name
+            write_kubeconfig(path, self.pki, self.apiserver_url, user)
         write_kubeconfig(
-            self.pki / "controller-manager.kubeconfig",
-            self.pki,
-            self.apiserver_url,
-            "controller-manager",
+            self.pki / "kubelet.kubeconfig", self.pki, self.apiserver_url, "kubelet-client"
         )
         self._write_env_file()
 
         started = time.monotonic()
+        if self.node:
+            if localnode.bridge_exists() and not localnode.kubelet_running():
+                # A crashed node's leftovers (its processes are gone): its pods' mounts and
+                # cgroups die with a reboot or go with `make down` of its directory.
+                self._say(f"removing a stopped node's bridge {localnode.BRIDGE}")
+                self._kube_proxy_cleanup()
+                localnode.teardown_network()
+                localnode.remove_kubelet_chains()
+            if localnode.bridge_exists():
+                raise ClusterError(
+                    f"another local node is up (the bridge {localnode.BRIDGE} exists): stop it "
+                    "with `make down` (its --dir), or see the README for cleaning up after a crash"
+                )
+            localnode.setup_network(self.layout)
         self._start_etcd()
         self._start_registry()
         self._start_apiserver()
@@ -388,22 +481,36 @@ class Cluster:
         self._wait_http("registry", f"http://{self.registry}/v2/")
         self._wait_http("kube-apiserver", f"{self.apiserver_url}/readyz", self._client_tls())
         self._start_controller_manager()
-        self._install_crd()
-        self.start_webhook()
-        self._start_controller()
+        if self.node:
+            self._start_node()
+            self._install_chart()
+        else:
+            self._install_crd()
+            self.start_webhook()
+            self._start_controller()
         self._wait_http(
             "kube-controller-manager",
             f"https://{HOST}:{self.ports['controller-manager']}/healthz",
             _insecure_tls(),
         )
-        self._register_webhook()
+        if not self.node:
+            self._register_webhook()
         self._smoke_test()
         self._say(f"cluster up in {time.monotonic() - started:.1f}s")
 
     def stop(self) -> None:
-        """Stop every component by its recorded pid; safe to call twice."""
+        """Stop every component by its recorded pid, and with a node remove its pods,
+        mounts, cgroups and network devices; safe to call twice."""
         for name in reversed(COMPONENTS):
+            if name == "containerd":
+                # The kubelet is stopped, so nothing recreates pods: CRI tears each one down
+                # (the CNI plugin releases its address, veth and network namespace).
+                with contextlib.suppress(MissingTool):
+                    localnode.remove_pods(tool("crictl"), self.layout)
             self._stop(name)
+        if self.layout.containerd.exists():
+            self._kube_proxy_cleanup()
+            localnode.cleanup_state(self.layout)
 
     def start_webhook(self) -> None:
         """Start the webhook (certificates generated once) and wait for /readyz."""
@@ -445,6 +552,14 @@ class Cluster:
         context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
         self._wait_http("webhook", f"{self.webhook_url}/readyz", context)
 
+    def stop_registry(self) -> None:
+        """Stop the registry alone: an upstream outage."""
+        self._stop("registry")
+
+    def start_registry(self) -> None:
+        self._start_registry()
+        self._wait_http("registry", f"http://{self.registry}/v2/")
+
     def stop_webhook(self) -> None:
         self._stop("webhook")
 
@@ -461,22 +576,32 @@ class Cluster:
         """Reuse the previous ports when they are all free, so a kubeconfig or a shell
         that sourced `env` keeps working across `down`/`up`; etcd's data records its
         peer URL, so new ports mean a fresh etcd."""
+        names = NODE_PORT_NAMES if self.node else PORT_NAMES
         old = self._load_ports()
-        if old and set(old) == set(PORT_NAMES) and all(port_free(p) for p in old.values()):
+        same_mode = self._load_state().get("node", False) == self.node
+        if old and same_mode and set(old) == set(names) and all(map(port_free, old.values())):
             self.ports = old
             return
-        self.ports = free_ports(PORT_NAMES)
+        self.ports = free_ports(names)
         if (self.state_dir / "etcd").exists():
             self._say("ports changed: starting with an empty etcd")
             shutil.rmtree(self.state_dir / "etcd")
-        (self.state_dir / "cluster.json").write_text(json.dumps({"ports": self.ports}, indent=2))
+        state = {"ports": self.ports, "node": self.node}
+        (self.state_dir / "cluster.json").write_text(json.dumps(state, indent=2))
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            state = json.loads((self.state_dir / "cluster.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
 
     def _load_ports(self) -> dict[str, int] | None:
         try:
-            ports = json.loads((self.state_dir / "cluster.json").read_text())["ports"]
-        except (OSError, ValueError, KeyError):
+            ports = self._load_state()["ports"]
+            return {str(k): int(v) for k, v in ports.items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
             return None
-        return {str(k): int(v) for k, v in ports.items()}
 
     def _write_env_file(self) -> None:
         lines = [
@@ -484,6 +609,9 @@ class Cluster:
             f"export REGISTRY={self.registry}",
             f'export PATH="{TOOLS_BIN}:{self.repo_root / ".venv" / "bin"}:$PATH"',
         ]
+        if self.node:
+            # crictl talks to the node's containerd.
+            lines.append(f"export CRI_CONFIG_FILE={self.layout.crictl_config}")
         (self.state_dir / "env").write_text("\n".join(lines) + "\n")
 
     def _start_etcd(self) -> None:
@@ -534,29 +662,36 @@ class Cluster:
 
     def _start_apiserver(self) -> None:
         pki = self.pki
-        self._spawn(
-            "kube-apiserver",
-            [
-                str(tool("kube-apiserver")),
-                f"--etcd-servers=http://{HOST}:{self.ports['etcd']}",
-                f"--bind-address={HOST}",
-                f"--secure-port={self.ports['apiserver']}",
-                f"--advertise-address={HOST}",
-                # Loopback addresses are not valid Endpoints; there are no nodes anyway.
-                "--endpoint-reconciler-type=none",
-                f"--cert-dir={pki}",
-                f"--tls-cert-file={pki / 'apiserver.crt'}",
-                f"--tls-private-key-file={pki / 'apiserver.key'}",
-                f"--client-ca-file={pki / 'ca.crt'}",
-                "--authorization-mode=Node,RBAC",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                f"--service-account-issuer={SA_ISSUER}",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--allow-privileged=true",
-                "--profiling=false",
-            ],
-        )
+        args = [
+            str(tool("kube-apiserver")),
+            f"--etcd-servers=http://{HOST}:{self.ports['etcd']}",
+            f"--bind-address={self.host}",
+            f"--secure-port={self.ports['apiserver']}",
+            f"--advertise-address={self.host}",
+            f"--cert-dir={pki}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--authorization-mode=Node,RBAC",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--service-account-issuer={SA_ISSUER}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--allow-privileged=true",
+            "--profiling=false",
+        ]
+        if self.node:
+            # Logs, exec and port-forward go to the kubelet, which checks our client cert.
+            args += [
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
+        else:
+            # Loopback addresses are not valid Endpoints; there are no nodes anyway.
+            args.append("--endpoint-reconciler-type=none")
+        self._spawn("kube-apiserver", args)
 
     def _start_controller_manager(self) -> None:
         pki = self.pki
@@ -607,6 +742,157 @@ class Cluster:
                 self.registry,
             ],
         )
+
+    # --- the node ------------------------------------------------------------------
+
+    def _check_node_tools(self) -> None:
+        localnode.require_root()
+        for name in ("kube-scheduler", "kubelet", "kube-proxy", "coredns", "crictl", "crane"):
+            tool(name)
+        tool("helm")
+        for binary in ("containerd", "containerd-shim-runc-v2", "runc", "iptables-restore"):
+            if shutil.which(binary) is None:
+                raise MissingTool(
+                    f"{binary} not found: run `make tools` (hack/packages.sh installs Debian's "
+                    "containerd, runc, containernetworking-plugins and iptables)"
+                )
+        if not (localnode.CNI_BIN_DIR / "bridge").exists():
+            raise MissingTool(
+                f"{localnode.CNI_BIN_DIR}/bridge not found: apt-get install "
+                "containernetworking-plugins (hack/packages.sh)"
+            )
+
+    def push_image(self, spec: localimages.ImageSpec, ref: str) -> str:
+        """Push a locally built image to this cluster's registry; REPOSITORY@DIGEST."""
+        return localimages.push(
+            tool("crane"), spec, f"{self.registry}/{ref}", self.state_dir / "images"
+        )
+
+    def _start_node(self) -> None:
+        self._start_scheduler()
+        # containerd pulls the sandbox image like any other: it must be in the registry first.
+        pause = self.push_image(localimages.pause_spec(), "imagestreams/pause:local")
+        self._start_containerd(pause)
+        self._start_coredns()
+        self._start_kubelet()
+        self._start_kube_proxy()
+        self.wait("node Ready", self.node_ready, 180)
+        self._say(f"node {NODE_NAME} Ready at {NODE_IP}")
+
+    def node_ready(self) -> bool:
+        proc = self.kubectl(
+            "get", "node", NODE_NAME, "-o",
+            'jsonpath={.status.conditions[?(@.type=="Ready")].status}', check=False,
+        )  # fmt: skip
+        return proc.stdout.strip() == "True"
+
+    def _start_scheduler(self) -> None:
+        kubeconfig = self.pki / "scheduler.kubeconfig"
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(tool("kube-scheduler")),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                f"--bind-address={HOST}",
+                f"--secure-port={self.ports['scheduler']}",
+                "--leader-elect=false",
+            ],
+        )
+
+    def _start_containerd(self, sandbox_image: str) -> None:
+        layout = self.layout
+        layout.containerd.mkdir(parents=True, exist_ok=True)
+        config = layout.containerd / "config.toml"
+        config.write_text(localnode.containerd_config(layout, sandbox_image))
+        localnode.write_registry_host(layout, self.registry)
+        localnode.write_crictl_config(layout)
+        self._spawn("containerd", ["containerd", "--config", str(config)])
+        self.wait("containerd's CRI", self._cri_ready, 60)
+
+    def crictl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(tool("crictl")), "--config", str(self.layout.crictl_config), *args],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        if check and proc.returncode != 0:
+            raise ClusterError(f"crictl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
+    def _cri_ready(self) -> bool:
+        return (
+            self.layout.containerd_socket.exists()
+            and self.crictl("info", check=False).returncode == 0
+        )
+
+    def _start_coredns(self) -> None:
+        # Read access to what cluster DNS serves, for CoreDNS's client certificate.
+        self.apply(localnode.coredns_rbac("imagestreams:coredns"))
+        layout = self.layout
+        layout.coredns.mkdir(parents=True, exist_ok=True)
+        corefile = layout.coredns / "Corefile"
+        corefile.write_text(
+            localnode.corefile(
+                self.pki / "coredns.kubeconfig",
+                self.ports["coredns-health"],
+                self.ports["coredns-ready"],
+            )
+        )
+        self._spawn("coredns", [str(tool("coredns")), "-conf", str(corefile)])
+        self._wait_http("coredns", f"http://{HOST}:{self.ports['coredns-ready']}/ready")
+
+    def _start_kubelet(self) -> None:
+        layout = self.layout
+        layout.kubelet_root.mkdir(parents=True, exist_ok=True)
+        localnode.write_resolv_conf(layout)
+        config = layout.kubelet / "config.yaml"
+        config.write_text(
+            localnode.kubelet_config(
+                layout,
+                healthz_port=self.ports["kubelet-healthz"],
+                client_ca=self.pki / "ca.crt",
+                cert=self.pki / "kubelet-serving.crt",
+                key=self.pki / "kubelet-serving.key",
+            )
+        )
+        self._spawn(
+            "kubelet",
+            [
+                str(tool("kubelet")),
+                f"--config={config}",
+                f"--kubeconfig={self.pki / 'kubelet.kubeconfig'}",
+                f"--root-dir={layout.kubelet_root}",
+                f"--cert-dir={layout.kubelet / 'pki'}",
+                f"--hostname-override={NODE_NAME}",
+                f"--node-ip={NODE_IP}",
+                "--v=1",
+            ],
+        )
+
+    def _start_kube_proxy(self) -> None:
+        layout = self.layout
+        layout.kube_proxy.mkdir(parents=True, exist_ok=True)
+        config = layout.kube_proxy / "config.yaml"
+        config.write_text(
+            localnode.kube_proxy_config(
+                self.pki / "kube-proxy.kubeconfig",
+                healthz_port=self.ports["proxy-healthz"],
+                metrics_port=self.ports["proxy-metrics"],
+            )
+        )
+        self._spawn("kube-proxy", [str(tool("kube-proxy")), f"--config={config}"])
+        self._wait_http("kube-proxy", f"http://{HOST}:{self.ports['proxy-healthz']}/healthz")
+
+    def _install_chart(self) -> None:
+        started = time.monotonic()
+        localchart.install(self)
+        self._say(f"chart installed in {time.monotonic() - started:.1f}s")
+
+    def _kube_proxy_cleanup(self) -> None:
+        """Remove the NAT rules kube-proxy wrote (its chains in every table)."""
+        with contextlib.suppress(MissingTool, subprocess.TimeoutExpired):
+            subprocess.run([str(tool("kube-proxy")), "--cleanup"], capture_output=True, timeout=60)
 
     @property
     def controller_running(self) -> bool:
@@ -800,7 +1086,7 @@ class Cluster:
 
     def status(self) -> dict[str, int | None]:
         """Pid of each running component, None for the stopped ones."""
-        return {n: self._read_pid(n) if self.is_running(n) else None for n in COMPONENTS}
+        return {n: self._read_pid(n) if self.is_running(n) else None for n in self.components}
 
 
 def _insecure_tls() -> ssl.SSLContext:
@@ -820,18 +1106,30 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument(
+        "command",
+        choices=["up", "down", "status", "stop-registry", "start-registry"],
+        help="stop-registry/start-registry: the upstream registry alone (outage drills)",
+    )
     parser.add_argument("--dir", type=Path, default=REPO_ROOT / ".dev", help="state directory")
+    parser.add_argument(
+        "--no-node",
+        dest="node",
+        action="store_false",
+        help="no node: the webhook and the controller as loopback processes (the fast tier)",
+    )
     args = parser.parse_args(argv)
     state = Path(args.dir)
 
     if args.command == "up":
         try:
-            cluster = Cluster.start(state, REPO_ROOT, verbose=True)
-        except ClusterError as err:
+            cluster = Cluster.start(state, REPO_ROOT, verbose=True, node=args.node)
+        except (ClusterError, localnode.NodeError, localchart.ChartError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(f"\nregistry   {cluster.registry}\napiserver  {cluster.apiserver_url}")
+        if cluster.node:
+            print(f"node       {NODE_NAME} ({NODE_IP}), chart {RELEASE} in {RELEASE_NAMESPACE}")
         print(f"logs       {state / 'logs'}\n\nuse it:    source {state / 'env'}")
         print("stop it:   make down")
         return 0
@@ -841,13 +1139,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster.verbose = True
         cluster.stop()
         return 0
+    if args.command == "stop-registry":
+        cluster.stop_registry()
+        return 0
+    if args.command == "start-registry":
+        cluster.start_registry()
+        return 0
 
     running = cluster.status()
     for name, pid in running.items():
         print(f"{name:24} {'running, pid ' + str(pid) if pid else 'stopped'}")
     if cluster.ports:
         print(f"{'registry':24} {cluster.registry}\n{'apiserver':24} {cluster.apiserver_url}")
-    required = [n for n in COMPONENTS if n != "controller"]
+    required = [n for n in cluster.components if n != "controller"]
     return 0 if all(running[n] for n in required) else 1
 
 

@@ -1,0 +1,3 @@
+module imagestreams.local/images
+
+go 1.24
