@@ -8,6 +8,9 @@ Sections (each figure is measured in the same run as its baseline):
   memory     4.   index RSS per 10,000 streams x 5 tags x 3 history items
   apiserver  5.   create deployment through a real kube-apiserver, webhook on vs off
   import     6.   controller import pass, then a scheduled pass, against a loopback registry
+  node       7.   create deployment through the API server on the local node: the chart's
+                  webhook pods behind their Service vs the no-op floor deployed the same way
+                  (needs root; run alone with --only node)
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from bench import machine
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
-SECTIONS = ("http", "resolve", "memory", "apiserver", "import")
+SECTIONS = ("http", "resolve", "memory", "apiserver", "import", "node")
 ALIASES = {"admission": "http", "floor": "http", "webhook": "http", "resolution": "resolve"}
 
 
@@ -127,6 +130,14 @@ def run_cluster_sections(args: argparse.Namespace, which: list[str]) -> dict[str
     return bench_cluster(config, log)
 
 
+def run_node(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.cluster import ClusterConfig
+    from bench.node import bench_node
+
+    config = ClusterConfig(creates=args.creates or (30 if args.quick else 200))
+    return bench_node(config, log)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.chdir(REPO_ROOT)  # subprocesses run `python -m bench.*` from here
@@ -148,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "http": run_http,
         "resolve": run_resolve,
         "memory": run_memory,
+        "node": run_node,
     }
     for name in which:
         if name in ("apiserver", "import"):
@@ -321,6 +333,26 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             d = a[key]
             rows.append(
                 ("5 API server", label, f"median {d['median_ms']:+} / p99 {d['p99_ms']:+} ms")
+            )
+    if "node" in s:
+        a = s["node"]
+        for side in ("without_webhook", "floor_webhook", "with_webhook"):
+            x = a[side]
+            rows.append(
+                (
+                    "7 on the node",
+                    f"create deployment, {side.replace('_', ' ')}",
+                    f"median {x['median_ms']} / p99 {x['p99_ms']} ms (n={x['n']})",
+                )
+            )
+        for key, label in (
+            ("paired_difference", "added by ours as pods (paired)"),
+            ("floor_paired_difference", "added by the floor as pods (paired)"),
+            ("ours_minus_floor", "ours - floor (paired)"),
+        ):
+            d = a[key]
+            rows.append(
+                ("7 on the node", label, f"median {d['median_ms']:+} / p99 {d['p99_ms']:+} ms")
             )
     if "import" in s:
         imp = s["import"]
