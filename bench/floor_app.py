@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 
-from webhook.server import ServeOptions, WebhookServer
+from webhook.serving.server import ServeOptions, WebhookServer
 
 
 def create_floor_app() -> Flask:

@@ -26,9 +26,9 @@ from typing import Any
 import jsonpatch
 
 from bench import data, machine
-from webhook import admission
-from webhook.index import StreamIndex
-from webhook.policy_index import PolicyIndex, StreamImages, answer
+from webhook.serving import admission
+from webhook.serving.policy_cache import PolicyIndex, StreamImages, answer
+from webhook.serving.stream_index import StreamIndex
 
 
 def time_per_call(fn: Any, items: Sequence[Any], min_seconds: float, batches: int) -> float:
@@ -171,7 +171,7 @@ def _measure_memory(streams: int, tags: int, history: int, mode: str, path: str)
     if mode == "tracemalloc":
         tracemalloc.start()
     if mode == "file":
-        from webhook.index import file_index
+        from webhook.serving.stream_index import file_index
 
         started = time.perf_counter()
         index = file_index(path)

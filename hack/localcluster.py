@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from localnode import NODE_IP, NODE_NAME, NodeLayout
 
-from webhook.certs import KeyPair, issue, load_pair
+from webhook.tls.certs import KeyPair, issue, load_pair
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent

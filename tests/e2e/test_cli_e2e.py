@@ -21,7 +21,7 @@ import yaml
 from conftest import push_image
 from localcluster import Cluster, tool
 
-from webhook import streams
+from webhook.model import streams
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -22,9 +22,9 @@ import pytest
 import requests
 from localcluster import EXCLUDED_NAMESPACES, REPO_ROOT, WEBHOOK_RESOURCES, Cluster
 
-from webhook.kube import connect
-from webhook.policy import ENFORCED_LABEL
-from webhook.policy_labels import PolicyLabeler
+from webhook.controller.policy_labels import PolicyLabeler
+from webhook.kube.connect import connect
+from webhook.model.policy import ENFORCED_LABEL
 
 if TYPE_CHECKING:
     from conftest import Image, Namespace

@@ -102,7 +102,7 @@ def make_client(registries: Registries) -> Iterator[Callable[..., Any]]:
     By default every test registry is both allowed past the address guard and insecure
     (they serve plain HTTP on loopback); tests of those two rules pass their own lists.
     """
-    from webhook.registry import ClientConfig, RegistryClient
+    from webhook.registry.client import ClientConfig, RegistryClient
 
     clients: list[RegistryClient] = []
 

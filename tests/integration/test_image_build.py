@@ -66,7 +66,7 @@ def test_file_system_holds_the_locked_packages_and_no_installer(
             name, _, version = line.split()[0].partition("==")
             dist_info = f"{site}/{name.replace('-', '_')}-{version}.dist-info/METADATA"
             assert any(m.lower() == dist_info.lower() for m in members), dist_info
-    assert f"{site}/webhook/__pycache__/cli.cpython-311.pyc" in members
+    assert f"{site}/webhook/cli/__pycache__/main.cpython-311.pyc" in members
     for installer in ("pip", "setuptools", "wheel"):
         assert not any(m.startswith(f"{site}/{installer}/") for m in members), installer
     # Lean: no package lists, no docs beyond the copyright files.

@@ -26,10 +26,7 @@ from mirror_fixtures import (
     start_upstream,
 )
 
-from webhook import streams
-from webhook.blobs import PUSH, BlobClient
-from webhook.credentials import Credential
-from webhook.mirror import (
+from webhook.mirror.worker import (
     MIRRORED,
     CopyBlob,
     LocalRegistry,
@@ -45,7 +42,10 @@ from webhook.mirror import (
     record_mirror,
     referenced_images,
 )
-from webhook.registry import ClientConfig, DigestMismatch, InternalError, Repository
+from webhook.model import streams
+from webhook.registry.blobs import PUSH, BlobClient
+from webhook.registry.client import ClientConfig, DigestMismatch, InternalError, Repository
+from webhook.registry.credentials import Credential
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from registry_fixtures import Registries, ScriptedProxy, free_port
 
-from webhook.credentials import Credential, Keyring
-from webhook.importer import LEGACY, PRESERVE_ORIGINAL, ImportResult, import_tag
-from webhook.registry import (
+from webhook.controller.importer import LEGACY, PRESERVE_ORIGINAL, ImportResult, import_tag
+from webhook.registry.client import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
@@ -30,6 +29,7 @@ from webhook.registry import (
     Repository,
     Unauthorized,
 )
+from webhook.registry.credentials import Credential, Keyring
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from cryptography import x509
 from localcluster import Cluster
 from localnode import NODE_NAME
 
-from webhook.certs import KeyPair, issue, load_pair
+from webhook.tls.certs import KeyPair, issue, load_pair
 
 WEBHOOK = f"{localchart.RELEASE}-webhook"
 SELECTOR = "app.kubernetes.io/instance={release},app.kubernetes.io/component={component}"

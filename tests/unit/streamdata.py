@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Any
 
-from webhook.index import StreamIndex
+from webhook.serving.stream_index import StreamIndex
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64

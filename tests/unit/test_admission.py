@@ -18,8 +18,8 @@ from streamdata import (
     workload,
 )
 
-from webhook.admission import POD_SPEC_PATHS, BadReview
-from webhook.admission import review as admit
+from webhook.serving.admission import POD_SPEC_PATHS, BadReview
+from webhook.serving.admission import review as admit
 
 KEYCLOAK_20 = f"quay.io/keycloak/keycloak@{DIGEST_A}"
 KEYCLOAK_19 = f"quay.io/keycloak/keycloak@{DIGEST_B}"

@@ -13,8 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench import data, inproc, main
-from webhook import admission
-from webhook.index import StreamIndex, file_index
+from webhook.serving import admission
+from webhook.serving.stream_index import StreamIndex, file_index
 
 
 @pytest.fixture(scope="module")

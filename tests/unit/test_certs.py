@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from webhook.certs import (
+from webhook.tls.certs import (
     ca_bundle,
     issue,
     needs_rotation,

@@ -9,8 +9,9 @@ import datetime as dt
 import pytest
 from cryptography import x509
 
-from webhook.certs import CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, new_ca, new_serving_cert
-from webhook.certsync import (
+from webhook.cli.main import build_parser
+from webhook.tls.certs import CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, new_ca, new_serving_cert
+from webhook.tls.certsync import (
     Decision,
     SyncOptions,
     bundle_patch,
@@ -21,7 +22,6 @@ from webhook.certsync import (
     service_dns_names,
     validate,
 )
-from webhook.cli import build_parser
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from webhook.cli import configure_logging, duration
+from webhook.cli.main import configure_logging, duration
 
 
 def test_json_log_lines(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from streamdata import DIGEST_A, DIGEST_B, image_stream
 
-from webhook.controller import (
+from webhook.controller.importer import ImportResult
+from webhook.controller.reconciler import (
     RETRY,
     SCHEDULED,
     SPEC,
@@ -17,8 +18,7 @@ from webhook.controller import (
     due_tags,
     next_visit,
 )
-from webhook.importer import ImportResult
-from webhook.streams import parse_image_stream
+from webhook.model.streams import parse_image_stream
 
 NOW = 1000.0
 INTERVAL = 900.0

@@ -10,8 +10,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for tests/corpus.py
 import corpus
 
-from webhook.index import load_streams
-from webhook.streams import parse_image_stream, stream_entry
+from webhook.model.streams import parse_image_stream, stream_entry
+from webhook.serving.stream_index import load_streams
 
 FIXTURES = list(corpus.iter_image_streams(corpus.FIXTURE_CORPUS))
 

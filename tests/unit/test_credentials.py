@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from webhook.credentials import (
+from webhook.registry.credentials import (
     DOCKERCFG_TYPE,
     DOCKERCONFIGJSON_TYPE,
     Credential,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from webhook.describe import (
+from webhook.cli.describe import (
     compare_semver,
     describe_stream,
     human_duration,

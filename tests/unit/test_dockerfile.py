@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from webhook.cli import build_parser
+from webhook.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hack"))

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from webhook.credentials import Credential, Keyring
-from webhook.importer import (
+from webhook.controller.importer import (
     LEGACY,
     PRESERVE_ORIGINAL,
     ImportResult,
@@ -21,7 +20,7 @@ from webhook.importer import (
     rfc3339,
     rfc3339_now,
 )
-from webhook.registry import (
+from webhook.registry.client import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
@@ -40,6 +39,7 @@ from webhook.registry import (
     compute_digest,
     parse_manifest,
 )
+from webhook.registry.credentials import Credential, Keyring
 
 NOW = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.UTC)
 WHEN = "2024-05-06T07:08:09Z"

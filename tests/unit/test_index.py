@@ -9,7 +9,7 @@ import pytest
 import yaml
 from streamdata import DIGEST_A, DIGEST_B, image_stream
 
-from webhook.index import StreamIndex, file_index, load_streams
+from webhook.serving.stream_index import StreamIndex, file_index, load_streams
 
 
 def test_index_is_not_ready_until_a_full_list() -> None:

@@ -11,9 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webhook import streams
-from webhook.blobs import VerifiedBlob, repository_scope, with_query
-from webhook.mirror import (
+from webhook.mirror.worker import (
     MIRRORED,
     Blob,
     LocalRegistry,
@@ -37,7 +35,9 @@ from webhook.mirror import (
     trim_history,
     with_local_repository,
 )
-from webhook.registry import OCI_INDEX, OCI_MANIFEST, DigestMismatch, InternalError
+from webhook.model import streams
+from webhook.registry.blobs import VerifiedBlob, repository_scope, with_query
+from webhook.registry.client import OCI_INDEX, OCI_MANIFEST, DigestMismatch, InternalError
 
 
 def digest(label: str) -> str:
@@ -549,13 +549,13 @@ class FakeStreams:
 
 
 def writer_job() -> Any:
-    from webhook.mirror import MirrorJob
+    from webhook.mirror.worker import MirrorJob
 
     return MirrorJob("team", "app", "1", digest("cur"), "quay.io", "org/app", 1)
 
 
 def test_condition_writer_retries_conflicts_and_skips_no_ops() -> None:
-    from webhook.mirror import ConditionWriter
+    from webhook.mirror.worker import ConditionWriter
 
     obj = stream()
     obj["metadata"]["resourceVersion"] = "7"
@@ -573,7 +573,7 @@ def test_condition_writer_retries_conflicts_and_skips_no_ops() -> None:
 def test_condition_writer_on_a_deleted_stream_and_endless_conflicts() -> None:
     from kubernetes.client.exceptions import ApiException
 
-    from webhook.mirror import ConditionWriter
+    from webhook.mirror.worker import ConditionWriter
 
     condition = mirrored_condition(REPO, digest("cur"), 1)
     assert ConditionWriter(FakeStreams(None))(writer_job(), condition) is False

@@ -15,14 +15,19 @@ import pytest
 import yaml
 from streamdata import DIGEST_A, DIGEST_B, DIGEST_C, image_stream, pod_spec, review, workload
 
-from webhook import policy
-from webhook.admission import POD_SPEC_PATHS
-from webhook.app import AppConfig, create_app
-from webhook.index import StreamIndex
-from webhook.policy import InvalidPolicy, Policy, parse_policy, parse_registry_prefix
-from webhook.policy_check import check, parse_manifests
-from webhook.policy_check import run as run_check
-from webhook.policy_index import (
+from webhook.cli.policy_check import check, parse_manifests
+from webhook.cli.policy_check import run as run_check
+from webhook.controller.policy_labels import (
+    ENFORCED_VALUE,
+    PolicyLabeler,
+    label_changes,
+    label_patch,
+)
+from webhook.model import policy
+from webhook.model.policy import InvalidPolicy, Policy, parse_policy, parse_registry_prefix
+from webhook.serving.admission import POD_SPEC_PATHS
+from webhook.serving.app import AppConfig, create_app
+from webhook.serving.policy_cache import (
     NamespaceLabels,
     PolicyIndex,
     PolicySet,
@@ -32,7 +37,7 @@ from webhook.policy_index import (
     load_policy_documents,
     new_policy_metrics,
 )
-from webhook.policy_labels import ENFORCED_VALUE, PolicyLabeler, label_changes, label_patch
+from webhook.serving.stream_index import StreamIndex
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO_ROOT / "charts" / "imagestreams" / "crds" / "imagepolicies.yaml"
@@ -231,7 +236,7 @@ def test_registry_prefixes_are_normalized(text: str, prefix: str) -> None:
 def test_registry_matching_is_on_component_boundaries(
     image: str, prefix: str, matches: bool
 ) -> None:
-    from webhook.reference import parse_normalized
+    from webhook.model.reference import parse_normalized
 
     repository = parse_normalized(image).name
     assert policy.registry_matches(repository, parse_registry_prefix(prefix)) is matches
@@ -850,7 +855,7 @@ def test_label_changes_select_by_name_and_ignore_the_label_itself() -> None:
 
 
 def test_the_controller_import_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    from webhook import policy_labels
+    from webhook.controller import policy_labels
 
     labeler = PolicyLabeler(api_client=None)
     labeler.index.policies.replace_all(
@@ -973,7 +978,7 @@ def test_check_run_from_files_without_a_cluster(tmp_path: Path) -> None:
 
 
 def test_check_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from webhook.cli import main
+    from webhook.cli.main import main
 
     policies = tmp_path / "policies.yaml"
     policies.write_text(yaml.safe_dump(policy_obj(requireImageStream=True)))
@@ -1067,7 +1072,7 @@ def test_crd_rejects_what_the_validator_rejects(prefix: str) -> None:
 
 
 def test_build_app_in_file_mode(tmp_path: Path) -> None:
-    from webhook.server import ServeOptions, build_app
+    from webhook.serving.server import ServeOptions, build_app
 
     streams = tmp_path / "streams.yaml"
     streams.write_text(yaml.safe_dump(KEYCLOAK_STREAM))

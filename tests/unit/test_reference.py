@@ -2,7 +2,7 @@
 
 import pytest
 
-from webhook.reference import InvalidReference, Reference, parse, parse_normalized
+from webhook.model.reference import InvalidReference, Reference, parse, parse_normalized
 
 SHA = "sha256:" + "a" * 64
 

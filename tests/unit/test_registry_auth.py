@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from webhook.registry import (
+from webhook.registry.client import (
     ACCEPT_MANIFESTS,
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,

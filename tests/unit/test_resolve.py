@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from streamdata import DIGEST_A, DIGEST_B, image_stream
 
-from webhook.cli import main
+from webhook.cli.main import main
 
 MANIFESTS = """\
 # a comment before the first document stays

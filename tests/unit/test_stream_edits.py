@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from webhook import stream_edits as se
-from webhook.stream_edits import EditError, Source, StreamTag, TagOptions
+from webhook.cli import edits as se
+from webhook.cli.edits import EditError, Source, StreamTag, TagOptions
 
 A, B, C = ("sha256:" + ch * 64 for ch in "abc")
 REG = "quay.io/keycloak/keycloak"

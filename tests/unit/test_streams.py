@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from streamdata import DIGEST_A, DIGEST_B, DIGEST_C, image_stream
 
-from webhook.streams import (
+from webhook.model.streams import (
     InvalidImageStream,
     TagReference,
     current_event,

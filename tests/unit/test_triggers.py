@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from webhook import streams, triggers
-from webhook.streams import ImageStream
-from webhook.triggers import InvalidTrigger, Trigger
+from webhook.controller import triggers
+from webhook.controller.triggers import InvalidTrigger, Trigger
+from webhook.model import streams
+from webhook.model.streams import ImageStream
 
 A, B, C = ("sha256:" + ch * 64 for ch in "abc")
 REG = "quay.io/keycloak/keycloak"

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from webhook import user_verbs
-from webhook.cli import build_parser, main
+from webhook.cli import verbs as user_verbs
+from webhook.cli.main import build_parser, main
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from webhook.ratelimit import ImportLimiter, TokenBucket
-from webhook.workqueue import WorkQueue
+from webhook.controller.ratelimit import ImportLimiter, TokenBucket
+from webhook.kube.workqueue import WorkQueue
 
 
 class Clock:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sized
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from webhook.importer import ImportResult
+from webhook.controller.importer import ImportResult
 
 _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

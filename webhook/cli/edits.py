@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from webhook import reference, streams
-from webhook.admission import POD_SPEC_PATHS, RESOLVE_NAMES_ANNOTATION
-from webhook.streams import ImageStream
+from webhook.model import reference, streams
+from webhook.model.streams import ImageStream
+from webhook.serving.admission import POD_SPEC_PATHS, RESOLVE_NAMES_ANNOTATION
 
 API_VERSION = "image.openshift.io/v1"
 STREAM_RESOURCE = "imagestreams.image.openshift.io"

@@ -13,8 +13,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from webhook import reference
-from webhook.streams import InvalidImageStream, StreamEntry, generation_stamps
+from webhook.model import reference
+from webhook.model.streams import InvalidImageStream, StreamEntry, generation_stamps
 
 RESOLVE_NAMES_ANNOTATION = "alpha.image.policy.openshift.io/resolve-names"
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from webhook import policy
-from webhook.admission import StreamLookup
-from webhook.index import StreamSink, Watcher, load_documents_of_kinds, own
-from webhook.policy import InvalidPolicy, Policy, parse_policy
-from webhook.streams import InvalidImageStream, StreamEntry, parse_image_stream
+from webhook.model import policy
+from webhook.model.policy import InvalidPolicy, Policy, parse_policy
+from webhook.model.streams import InvalidImageStream, StreamEntry, parse_image_stream
+from webhook.serving.admission import StreamLookup
+from webhook.serving.stream_index import StreamSink, Watcher, load_documents_of_kinds, own
 
 if TYPE_CHECKING:
     from prometheus_client import Counter

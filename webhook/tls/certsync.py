@@ -39,7 +39,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from webhook.certs import (
+from webhook.tls.certs import (
     CA_CERT,
     CA_KEY,
     SERVING_VALIDITY,

@@ -21,10 +21,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from webhook import describe, stream_edits, triggers
-from webhook.cli import CommandError, Verbs
-from webhook.kube import GROUP, PLURAL, VERSION
-from webhook.stream_edits import (
+from webhook.cli import describe
+from webhook.cli import edits as stream_edits
+from webhook.cli.edits import (
     ISTAG_TYPE,
     STREAM_RESOURCE,
     STREAM_TYPE,
@@ -34,7 +33,10 @@ from webhook.stream_edits import (
     TagOptions,
     WorkloadKind,
 )
-from webhook.streams import IMAGE_STREAM_TAG, ImageStream, parse_image_stream
+from webhook.cli.main import CommandError, Verbs
+from webhook.controller import triggers
+from webhook.kube.connect import GROUP, PLURAL, VERSION
+from webhook.model.streams import IMAGE_STREAM_TAG, ImageStream, parse_image_stream
 
 T = TypeVar("T")
 _CONFLICT_RETRIES = 5
@@ -70,7 +72,7 @@ class Api:
     """The few calls the verbs make, returning plain dicts and raising ApiError."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from webhook import kube
+        from webhook.kube import connect as kube
 
         try:
             connection = kube.connect(args.kubeconfig, args.context, args.namespace)

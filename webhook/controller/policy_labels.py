@@ -17,7 +17,13 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from webhook.policy import ENFORCE, ENFORCED_LABEL, Policy, import_problem, namespace_labels_of
+from webhook.model.policy import (
+    ENFORCE,
+    ENFORCED_LABEL,
+    Policy,
+    import_problem,
+    namespace_labels_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +81,7 @@ class PolicyLabeler:
     """
 
     def __init__(self, api_client: Any, *, resync: float = RESYNC_SECONDS) -> None:
-        from webhook.policy_index import PolicyIndex, StreamImages
+        from webhook.serving.policy_cache import PolicyIndex, StreamImages
 
         self._api_client = api_client
         self._resync = resync

@@ -15,7 +15,7 @@ from typing import Any
 import jsonpatch
 import yaml
 
-from webhook.admission import POD_SPEC_PATHS, StreamLookup, resolve_object
+from webhook.serving.admission import POD_SPEC_PATHS, StreamLookup, resolve_object
 
 _DOC_SEPARATOR = re.compile(r"^---[ \t]*(?:#.*)?$", re.MULTILINE)
 

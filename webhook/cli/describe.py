@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from webhook import reference, streams
-from webhook.streams import ImageStream, TagHistory, TagReference
+from webhook.model import reference, streams
+from webhook.model.streams import ImageStream, TagHistory, TagReference
 
 NONE = "<none>"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"

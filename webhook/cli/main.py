@@ -81,7 +81,7 @@ Verbs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from webhook import user_verbs
+    from webhook.cli import verbs as user_verbs
 
     common = cluster_flags()
     parser = argparse.ArgumentParser(
@@ -139,7 +139,7 @@ def _add_serve(verbs: Verbs, common: argparse.ArgumentParser) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from webhook.server import ServeOptions, serve
+    from webhook.serving.server import ServeOptions, serve
 
     serve(
         ServeOptions(
@@ -249,10 +249,10 @@ def _add_controller(verbs: Verbs, common: argparse.ArgumentParser) -> None:
 def _run_controller(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
-    from webhook.controller import Controller, ControllerOptions
-    from webhook.kube import connect
-    from webhook.leader import LeaseOptions, run_as_leader
-    from webhook.triggers import TriggerReconciler
+    from webhook.controller.reconciler import Controller, ControllerOptions
+    from webhook.controller.triggers import TriggerReconciler
+    from webhook.kube.connect import connect
+    from webhook.kube.leader import LeaseOptions, run_as_leader
 
     connection = connect(args.kubeconfig, args.context, args.namespace)
     controller = Controller(
@@ -306,7 +306,7 @@ def _add_certs(verbs: Verbs) -> None:
 
 
 def _run_certs(args: argparse.Namespace) -> int:
-    from webhook.certs import ca_bundle, write_certificates
+    from webhook.tls.certs import ca_bundle, write_certificates
 
     if not args.dns and not args.ip:
         raise CommandError("give at least one --dns NAME or --ip ADDR for the certificate")
@@ -342,7 +342,7 @@ def _add_certs_sync(verbs: Verbs, common: argparse.ArgumentParser) -> None:
 
 
 def _long_duration(text: str) -> float:
-    from webhook.certsync import parse_duration
+    from webhook.tls.certsync import parse_duration
 
     try:
         return parse_duration(text).total_seconds()
@@ -353,8 +353,8 @@ def _long_duration(text: str) -> float:
 def _run_certs_sync(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from webhook.certsync import SyncOptions, run
-    from webhook.kube import connect
+    from webhook.kube.connect import connect
+    from webhook.tls.certsync import SyncOptions, run
 
     connection = connect(args.kubeconfig, args.context, args.namespace)
     secret_ns, _, secret_name = args.secret.rpartition("/")
@@ -388,8 +388,8 @@ def _add_resolve(verbs: Verbs, common: argparse.ArgumentParser) -> None:
 
 
 def _run_resolve(args: argparse.Namespace) -> int:
-    from webhook.index import file_index
-    from webhook.resolve import resolve_manifests
+    from webhook.cli.resolve import resolve_manifests
+    from webhook.serving.stream_index import file_index
 
     text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
     namespace = args.namespace or "default"
@@ -423,8 +423,8 @@ def _add_policy(verbs: Verbs, common: argparse.ArgumentParser) -> None:
 
 
 def _run_policy_check(args: argparse.Namespace) -> int:
-    from webhook.kube import connect
-    from webhook.policy_check import run
+    from webhook.cli.policy_check import run
+    from webhook.kube.connect import connect
 
     text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
     result = run(

@@ -33,9 +33,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from webhook.credentials import Keyring
-from webhook.reference import DEFAULT_TAG, InvalidReference, Reference, parse_normalized
-from webhook.registry import (
+from webhook.model.reference import DEFAULT_TAG, InvalidReference, Reference, parse_normalized
+from webhook.registry.client import (
     DEFAULT_PLATFORM,
     INDEX_MEDIA_TYPES,
     Manifest,
@@ -46,6 +45,7 @@ from webhook.registry import (
     choose_platform,
     normalize_platform,
 )
+from webhook.registry.credentials import Keyring
 
 PRESERVE_ORIGINAL = "PreserveOriginal"
 LEGACY = "Legacy"

@@ -26,17 +26,19 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from webhook import importer, mirror, streams
-from webhook.controller_metrics import ControllerMetrics
-from webhook.credentials import DOCKERCFG_TYPE, DOCKERCONFIGJSON_TYPE, Credential, Keyring
-from webhook.importer import ImportResult
-from webhook.kube import GROUP, PLURAL, VERSION
-from webhook.policy_labels import PolicyLabeler
-from webhook.ratelimit import ImportLimiter
-from webhook.reference import InvalidReference, parse_normalized
-from webhook.registry import ClientConfig, RegistryClient
-from webhook.streams import ImageStream, TagReference
-from webhook.workqueue import WorkQueue
+from webhook.controller import importer
+from webhook.controller.importer import ImportResult
+from webhook.controller.metrics import ControllerMetrics
+from webhook.controller.policy_labels import PolicyLabeler
+from webhook.controller.ratelimit import ImportLimiter
+from webhook.kube.connect import GROUP, PLURAL, VERSION
+from webhook.kube.workqueue import WorkQueue
+from webhook.mirror import worker as mirror
+from webhook.model import streams
+from webhook.model.reference import InvalidReference, parse_normalized
+from webhook.model.streams import ImageStream, TagReference
+from webhook.registry.client import ClientConfig, RegistryClient
+from webhook.registry.credentials import DOCKERCFG_TYPE, DOCKERCONFIGJSON_TYPE, Credential, Keyring
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +324,7 @@ class Controller:
 
     def run(self) -> None:
         """Watch and work until `stop()`; blocks."""
-        from webhook.index import StreamWatcher
+        from webhook.serving.stream_index import StreamWatcher
 
         if self.mirror is not None:
             self.mirror.start()

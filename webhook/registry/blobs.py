@@ -39,8 +39,8 @@ from typing import Any
 
 import requests
 
-from webhook.reference import is_valid_digest
-from webhook.registry import (
+from webhook.model.reference import is_valid_digest
+from webhook.registry.client import (
     ACCEPT_MANIFESTS,
     DigestMismatch,
     Forbidden,

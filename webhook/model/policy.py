@@ -25,8 +25,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from webhook import admission, reference
-from webhook.streams import LOCAL_POLICY, ImageStream, StreamEntry, stream_entry
+from webhook.model import reference
+from webhook.model.streams import LOCAL_POLICY, ImageStream, StreamEntry, stream_entry
+from webhook.serving import admission
 
 GROUP, VERSION, PLURAL, KIND = "imagestreams.io", "v1alpha1", "imagepolicies", "ImagePolicy"
 

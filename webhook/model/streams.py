@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook import reference
+from webhook.model import reference
 
 DOCKER_IMAGE = "DockerImage"
 IMAGE_STREAM_TAG = "ImageStreamTag"

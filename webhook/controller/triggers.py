@@ -59,9 +59,9 @@ from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from webhook import streams
-from webhook.admission import POD_SPEC_PATHS
-from webhook.streams import ImageStream
+from webhook.model import streams
+from webhook.model.streams import ImageStream
+from webhook.serving.admission import POD_SPEC_PATHS
 
 log = logging.getLogger(__name__)
 

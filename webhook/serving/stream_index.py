@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 import yaml
 
-from webhook.kube import GROUP, PLURAL, VERSION
-from webhook.streams import InvalidImageStream, StreamEntry, parse_image_stream, stream_entry
+from webhook.kube.connect import GROUP, PLURAL, VERSION
+from webhook.model.streams import InvalidImageStream, StreamEntry, parse_image_stream, stream_entry
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,12 @@ from typing import Any
 import jsonpatch
 import yaml
 
-from webhook import admission, policy
-from webhook.index import StreamIndex
-from webhook.policy import Policy, Violation
-from webhook.policy_index import PolicyStreamView, StreamImages, Tee
-from webhook.resolve import split_documents
+from webhook.cli.resolve import split_documents
+from webhook.model import policy
+from webhook.model.policy import Policy, Violation
+from webhook.serving import admission
+from webhook.serving.policy_cache import PolicyStreamView, StreamImages, Tee
+from webhook.serving.stream_index import StreamIndex
 
 LABELS = {policy.ENFORCE: "DENY", policy.WARN: "WARN", policy.AUDIT: "AUDIT"}
 
@@ -135,8 +136,8 @@ def run(
 
     `connect()` returns a kube.Connection; it is only called when the cluster is needed.
     """
-    from webhook.index import load_streams
-    from webhook.policy_index import load_policy_documents
+    from webhook.serving.policy_cache import load_policy_documents
+    from webhook.serving.stream_index import load_streams
 
     docs = parse_manifests(manifests_text)
     # Offline when both files are given; otherwise the cluster also lends namespace labels.
@@ -183,7 +184,7 @@ def _cluster_streams(api_client: Any, namespaces: Iterable[str]) -> list[dict[st
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    from webhook.kube import GROUP, PLURAL, VERSION
+    from webhook.kube.connect import GROUP, PLURAL, VERSION
 
     custom: Any = client.CustomObjectsApi(api_client)
     found: list[dict[str, Any]] = []

@@ -50,8 +50,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import connection as urllib3_connection
 
-from webhook.credentials import Credential, canonical_registry
-from webhook.reference import is_valid_digest
+from webhook.model.reference import is_valid_digest
+from webhook.registry.credentials import Credential, canonical_registry
 
 log = logging.getLogger(__name__)
 

@@ -58,11 +58,11 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook import streams
-from webhook.blobs import PUSH, BlobClient, RequestTally, UploadSession
-from webhook.credentials import Credential, Keyring
-from webhook.reference import InvalidReference, is_valid_digest, parse_normalized
-from webhook.registry import (
+from webhook.model import streams
+from webhook.model.reference import InvalidReference, is_valid_digest, parse_normalized
+from webhook.model.streams import MIRRORED, is_mirrored
+from webhook.registry.blobs import PUSH, BlobClient, RequestTally, UploadSession
+from webhook.registry.client import (
     ClientConfig,
     Forbidden,
     InternalError,
@@ -73,7 +73,7 @@ from webhook.registry import (
     ResponseHook,
     Unauthorized,
 )
-from webhook.streams import MIRRORED, is_mirrored
+from webhook.registry.credentials import Credential, Keyring
 
 log = logging.getLogger(__name__)
 
@@ -917,7 +917,7 @@ class MirrorWorker:
         max_backoff: float = MAX_MIRROR_BACKOFF,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from webhook.workqueue import WorkQueue
+        from webhook.kube.workqueue import WorkQueue
 
         self.mirrorer = mirrorer
         self.write = write
@@ -1115,7 +1115,7 @@ class ConditionWriter:
     def __call__(self, job: MirrorJob, condition: Mapping[str, Any]) -> bool:
         from kubernetes.client.exceptions import ApiException
 
-        from webhook.kube import GROUP, PLURAL, VERSION
+        from webhook.kube.connect import GROUP, PLURAL, VERSION
 
         for attempt in range(self.attempts):
             try:

@@ -1,0 +1,1 @@
+"""The controller process: reconciling ImageStreams, imports, triggers, policy labels."""

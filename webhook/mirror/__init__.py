@@ -1,0 +1,1 @@
+"""Reference policy Local: copying tags into an in-cluster registry."""

@@ -1,0 +1,1 @@
+"""Certificates: the webhook's CA and serving certificate, and keeping them in a Secret."""
