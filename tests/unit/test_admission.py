@@ -18,7 +18,8 @@ from streamdata import (
     workload,
 )
 
-from webhook.serving.admission import POD_SPEC_PATHS, BadReview
+from webhook.model.workloads import POD_SPEC_PATHS
+from webhook.serving.admission import BadReview
 from webhook.serving.admission import review as admit
 
 KEYCLOAK_20 = f"quay.io/keycloak/keycloak@{DIGEST_A}"

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from streamdata import DIGEST_A, DIGEST_B, decoded_patch, image_stream, index_of, review, workload
 
-from webhook.serving.admission import POD_SPEC_PATHS
+from webhook.model.workloads import POD_SPEC_PATHS
 from webhook.serving.admission import review as admit
 
 STREAMS = index_of(

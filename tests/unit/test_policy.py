@@ -25,7 +25,7 @@ from webhook.controller.policy_labels import (
 )
 from webhook.model import policy
 from webhook.model.policy import InvalidPolicy, Policy, parse_policy, parse_registry_prefix
-from webhook.serving.admission import POD_SPEC_PATHS
+from webhook.model.workloads import POD_SPEC_PATHS
 from webhook.serving.app import AppConfig, create_app
 from webhook.serving.policy_cache import (
     NamespaceLabels,

@@ -24,7 +24,7 @@ from typing import Any
 
 from webhook.model import reference, streams
 from webhook.model.streams import ImageStream
-from webhook.serving.admission import POD_SPEC_PATHS, RESOLVE_NAMES_ANNOTATION
+from webhook.model.workloads import POD_SPEC_PATHS, RESOLVE_NAMES_ANNOTATION
 
 API_VERSION = "image.openshift.io/v1"
 STREAM_RESOURCE = "imagestreams.image.openshift.io"

@@ -23,6 +23,7 @@ import yaml
 from webhook.cli.resolve import split_documents
 from webhook.model import policy
 from webhook.model.policy import Policy, Violation
+from webhook.model.workloads import POD_SPEC_PATHS
 from webhook.serving import admission
 from webhook.serving.policy_cache import PolicyStreamView, StreamImages, Tee
 from webhook.serving.stream_index import StreamIndex
@@ -81,7 +82,7 @@ def check(
         is_stream = kind == "ImageStream" and str(doc.get("apiVersion", "")).startswith(
             "image.openshift.io/"
         )
-        if kind not in admission.POD_SPEC_PATHS and not is_stream:
+        if kind not in POD_SPEC_PATHS and not is_stream:
             continue
         result.objects += 1
         namespace = namespace_of(doc, default_namespace)

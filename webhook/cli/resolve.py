@@ -15,7 +15,9 @@ from typing import Any
 import jsonpatch
 import yaml
 
-from webhook.serving.admission import POD_SPEC_PATHS, StreamLookup, resolve_object
+from webhook.model.resolution import StreamLookup
+from webhook.model.workloads import POD_SPEC_PATHS
+from webhook.serving.admission import resolve_object
 
 _DOC_SEPARATOR = re.compile(r"^---[ \t]*(?:#.*)?$", re.MULTILINE)
 

@@ -61,7 +61,7 @@ from typing import Any
 
 from webhook.model import streams
 from webhook.model.streams import ImageStream
-from webhook.serving.admission import POD_SPEC_PATHS
+from webhook.model.workloads import POD_SPEC_PATHS
 
 log = logging.getLogger(__name__)
 

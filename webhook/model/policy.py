@@ -25,9 +25,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from webhook.model import reference
+from webhook.model import reference, workloads
+from webhook.model.resolution import resolve_image
 from webhook.model.streams import LOCAL_POLICY, ImageStream, StreamEntry, stream_entry
-from webhook.serving import admission
 
 GROUP, VERSION, PLURAL, KIND = "imagestreams.io", "v1alpha1", "imagepolicies", "ImagePolicy"
 
@@ -397,7 +397,7 @@ def validate(
     if request.get("operation") not in ("CREATE", "UPDATE") or not isinstance(obj, Mapping):
         return Verdict()
     is_stream = _is_image_stream(request)
-    kind = None if is_stream else admission.request_kind(request)
+    kind = None if is_stream else workloads.request_kind(request)
     if kind is None and not is_stream:
         return Verdict()
     applicable = applicable_policies(policies, namespace_labels, obj)
@@ -432,10 +432,10 @@ def check_workload(
     active = [p for p in policies if p.rules.checks_workloads]
     if not active:
         return []
-    force = admission.resolve_names_forced(obj, kind)
-    unchanged = admission.images_by_container(old, kind) if old is not None else {}
+    force = workloads.resolve_names_forced(obj, kind)
+    unchanged = workloads.images_by_container(old, kind) if old is not None else {}
     found = []
-    for image in admission.pod_images(obj, kind):
+    for image in workloads.pod_images(obj, kind):
         if unchanged.get((image.list_name, image.container)) == image.image:
             continue
         judge = _ImageJudge(image.image, namespace, streams, force)
@@ -514,7 +514,7 @@ class _ImageJudge:
         digest = self.normalized.digest
         if digest is not None:
             return self.streams.has_image(self.namespace, self.normalized.name, digest)
-        pinned, _ = admission.resolve_image(self.image, self.namespace, self.streams, self.force)
+        pinned, _ = resolve_image(self.image, self.namespace, self.streams, self.force)
         return pinned is not None
 
     def _stream_target(self) -> tuple[str, str]:
@@ -550,7 +550,7 @@ class _ImageJudge:
 
     def _pin_fix(self) -> str:
         assert self.ref is not None and self.normalized is not None
-        pinned, _ = admission.resolve_image(self.image, self.namespace, self.streams, self.force)
+        pinned, _ = resolve_image(self.image, self.namespace, self.streams, self.force)
         if pinned is not None:
             return f"its image stream resolves it to {pinned}: use that (it was not resolved here)"
         if self.ref.is_short:

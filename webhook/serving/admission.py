@@ -2,66 +2,31 @@
 
 The pipeline, as k8s-digester's handler has it: parse the review, skip what is not ours,
 find the images, resolve each against the stream index, diff into a JSONPatch, answer.
-Pure given a `StreamLookup`; the HTTP layer lives in app.py.
+Pure given a `StreamLookup`; the HTTP layer lives in app.py, the rules in webhook.model.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from webhook.model import reference
-from webhook.model.streams import InvalidImageStream, StreamEntry, generation_stamps
-
-RESOLVE_NAMES_ANNOTATION = "alpha.image.policy.openshift.io/resolve-names"
-CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
-
-# Where each kind keeps its pod spec, and where its pod template's metadata is.
-POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
-    "Pod": ("spec",),
-    "Deployment": ("spec", "template", "spec"),
-    "ReplicaSet": ("spec", "template", "spec"),
-    "StatefulSet": ("spec", "template", "spec"),
-    "DaemonSet": ("spec", "template", "spec"),
-    "Job": ("spec", "template", "spec"),
-    "ReplicationController": ("spec", "template", "spec"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
-    "PodTemplate": ("template", "spec"),
-}
-_WORKLOAD_GROUPS = {"", "apps", "batch"}
-
-# Controllers whose pods and children were resolved when their own template was written:
-# resolving those one by one would mix digests within one rollout.
-_BUILTIN_OWNERS = {
-    ("apps", "ReplicaSet"),
-    ("apps", "Deployment"),
-    ("apps", "StatefulSet"),
-    ("apps", "DaemonSet"),
-    ("batch", "Job"),
-    ("batch", "CronJob"),
-    ("", "ReplicationController"),
-}
+from webhook.model.resolution import StreamLookup, resolve_image
+from webhook.model.streams import InvalidImageStream, generation_stamps
+from webhook.model.workloads import (
+    controlled_by_builtin_workload,
+    images_by_container,
+    metadata,
+    pod_images,
+    request_kind,
+    resolve_names_forced,
+)
 
 
 class BadReview(ValueError):
     """The request body is not an AdmissionReview v1 we can answer (HTTP 400)."""
-
-
-class StreamLookup(Protocol):
-    def get(self, namespace: str, name: str) -> StreamEntry | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Image:
-    """One container image field: its JSON pointer, container name and value."""
-
-    pointer: str
-    list_name: str
-    container: str
-    image: str
 
 
 @dataclass(slots=True)
@@ -105,9 +70,9 @@ def mutate(request: Mapping[str, Any], streams: StreamLookup) -> Outcome:
     kind = request_kind(request)
     if kind is None:
         return Outcome()
-    if _controlled_by_builtin_workload(obj):
+    if controlled_by_builtin_workload(obj):
         return Outcome()
-    namespace = request.get("namespace") or _metadata(obj).get("namespace") or ""
+    namespace = request.get("namespace") or metadata(obj).get("namespace") or ""
     old = request.get("oldObject") if request.get("operation") == "UPDATE" else None
     return resolve_object(obj, kind, namespace, streams, old)
 
@@ -145,11 +110,6 @@ def respond(uid: str, outcome: Outcome) -> dict[str, Any]:
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 
-def error_response(uid: str, message: str) -> dict[str, Any]:
-    """Allow unchanged, saying why: for objects we could not process."""
-    return respond(uid, Outcome(warnings=[message]))
-
-
 def is_image_stream(request: Mapping[str, Any]) -> bool:
     kind = request.get("kind")
     return (
@@ -173,119 +133,3 @@ def stamp_generations(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> 
             for i, generation in stamps.items()
         ]
     )
-
-
-# --- resolution of one image -------------------------------------------------------------
-
-
-def resolve_image(
-    image: str, namespace: str, streams: StreamLookup, force: bool = False
-) -> tuple[str | None, str | None]:
-    """(pinned reference or None, warning or None) for one image string.
-
-    A candidate is a short name (`name`, `name:tag`); with the resolve-names annotation
-    (`force`) any reference without a digest is, and its last path component names the
-    stream. The stream is looked up in `namespace` only.
-    """
-    try:
-        ref = reference.parse(image)
-    except reference.InvalidReference:
-        return None, None  # not ours to judge: the runtime will report it
-    if ref.digest is not None or not (ref.is_short or force):
-        return None, None
-    entry = streams.get(namespace, ref.last_component)
-    if entry is None or not (entry.lookup_local or force):
-        return None, None
-    tag = ref.tag or reference.DEFAULT_TAG
-    if tag not in entry.images:
-        return None, f"image stream {namespace}/{entry.name} has no tag {tag!r}; {image} left as is"
-    pinned = entry.images[tag]
-    if pinned is None:
-        return None, (
-            f"image stream tag {namespace}/{entry.name}:{tag} has no image yet "
-            f"(not imported); {image} left as is"
-        )
-    return pinned, entry.notes.get(tag)
-
-
-# --- reading objects ---------------------------------------------------------------------
-
-
-def request_kind(request: Mapping[str, Any]) -> str | None:
-    """The pod-bearing kind this request is about (a key of POD_SPEC_PATHS), or None."""
-    kind = request.get("kind")
-    if not isinstance(kind, Mapping):
-        return None
-    name = kind.get("kind")
-    if kind.get("group", "") not in _WORKLOAD_GROUPS or name not in POD_SPEC_PATHS:
-        return None
-    sub = request.get("subResource") or ""
-    if sub and not (name == "Pod" and sub == "ephemeralcontainers"):
-        return None
-    return str(name)
-
-
-def pod_images(obj: Mapping[str, Any], kind: str) -> Iterator[Image]:
-    """Every container image of `obj`'s pod spec, with its JSON pointer."""
-    path = POD_SPEC_PATHS[kind]
-    spec = _walk(obj, path)
-    if not isinstance(spec, Mapping):
-        return
-    base = "/" + "/".join(path)
-    for list_name in CONTAINER_LISTS:
-        containers = spec.get(list_name)
-        if not isinstance(containers, list):
-            continue
-        for i, container in enumerate(containers):
-            if not isinstance(container, Mapping):
-                continue
-            image = container.get("image")
-            if isinstance(image, str):
-                name = container.get("name")
-                yield Image(
-                    pointer=f"{base}/{list_name}/{i}/image",
-                    list_name=list_name,
-                    container=name if isinstance(name, str) else str(i),
-                    image=image,
-                )
-
-
-def images_by_container(obj: Mapping[str, Any], kind: str) -> dict[tuple[str, str], str]:
-    """(container list, container name) → image: what UPDATE compares against."""
-    return {(i.list_name, i.container): i.image for i in pod_images(obj, kind)}
-
-
-def resolve_names_forced(obj: Mapping[str, Any], kind: str) -> bool:
-    """The resolve-names annotation is on the object or on its pod template."""
-    template = _walk(obj, POD_SPEC_PATHS[kind][:-1]) if kind != "Pod" else None
-    for holder in (obj, template):
-        if isinstance(holder, Mapping):
-            annotations = _metadata(holder).get("annotations")
-            forced = isinstance(annotations, Mapping) and annotations.get(RESOLVE_NAMES_ANNOTATION)
-            if forced == "*":
-                return True
-    return False
-
-
-def _controlled_by_builtin_workload(obj: Mapping[str, Any]) -> bool:
-    owners = _metadata(obj).get("ownerReferences")
-    if not isinstance(owners, list):
-        return False
-    for owner in owners:
-        if isinstance(owner, Mapping) and owner.get("controller") is True:
-            group = str(owner.get("apiVersion", "")).rpartition("/")[0]
-            return (group, owner.get("kind")) in _BUILTIN_OWNERS
-    return False
-
-
-def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    metadata = obj.get("metadata")
-    return metadata if isinstance(metadata, Mapping) else {}
-
-
-def _walk(obj: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from webhook.model import policy
 from webhook.model.policy import InvalidPolicy, Policy, parse_policy
+from webhook.model.resolution import StreamLookup
 from webhook.model.streams import InvalidImageStream, StreamEntry, parse_image_stream
-from webhook.serving.admission import StreamLookup
 from webhook.serving.stream_index import StreamSink, Watcher, load_documents_of_kinds, own
 
 if TYPE_CHECKING:

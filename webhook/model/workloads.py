@@ -1,0 +1,166 @@
+"""The kinds that carry pod templates, in one table: where each keeps its pod spec, its API
+group and resource, the names a user types for it, and whether image triggers apply; and how
+their images, the resolve-names annotation and their owners are read.
+
+Admission, policy, `resolve`, the image triggers and the CLI's workload verbs all read this
+table, so a kind is added (or its path fixed) in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+RESOLVE_NAMES_ANNOTATION = "alpha.image.policy.openshift.io/resolve-names"
+CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadKind:
+    kind: str
+    group: str  # "" for the core group
+    resource: str  # plural, as in URLs and RBAC
+    pod_spec: tuple[str, ...]  # the path to its pod spec
+    short_names: tuple[str, ...] = ()
+    triggers: bool = False  # image.openshift.io/triggers applies
+    user_verbs: bool = True  # `set image-lookup KIND/NAME`, `set triggers`
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/v1" if self.group else "v1"
+
+    @property
+    def snake_name(self) -> str:
+        """`StatefulSet` → `stateful_set`, as client libraries name their methods."""
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", self.kind).lower()
+
+    @property
+    def template(self) -> tuple[str, ...]:
+        """The path to the pod template (its metadata holds template annotations)."""
+        return self.pod_spec[:-1]
+
+
+_TEMPLATE = ("spec", "template", "spec")
+WORKLOADS: Mapping[str, WorkloadKind] = {
+    w.kind: w
+    for w in (
+        WorkloadKind("Pod", "", "pods", ("spec",), ("po",)),
+        WorkloadKind("Deployment", "apps", "deployments", _TEMPLATE, ("deploy",), triggers=True),
+        WorkloadKind("ReplicaSet", "apps", "replicasets", _TEMPLATE, ("rs",)),
+        WorkloadKind("StatefulSet", "apps", "statefulsets", _TEMPLATE, ("sts",), triggers=True),
+        WorkloadKind("DaemonSet", "apps", "daemonsets", _TEMPLATE, ("ds",), triggers=True),
+        WorkloadKind("Job", "batch", "jobs", _TEMPLATE),
+        WorkloadKind(
+            "CronJob",
+            "batch",
+            "cronjobs",
+            ("spec", "jobTemplate", "spec", "template", "spec"),
+            ("cj",),
+            triggers=True,
+        ),
+        WorkloadKind("ReplicationController", "", "replicationcontrollers", _TEMPLATE, ("rc",)),
+        WorkloadKind("PodTemplate", "", "podtemplates", ("template", "spec"), user_verbs=False),
+    )
+}
+# Where each kind keeps its pod spec: the view admission and `resolve` need.
+POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {k: w.pod_spec for k, w in WORKLOADS.items()}
+_GROUPS = {w.group for w in WORKLOADS.values()}
+
+# Controllers whose pods and children were resolved when their own template was written:
+# resolving those one by one would mix digests within one rollout. Operators' custom
+# resources are not among them (DESIGN.md: operator-owned workloads are resolved).
+BUILTIN_OWNERS = frozenset(
+    (w.group, w.kind) for w in WORKLOADS.values() if w.kind not in ("Pod", "PodTemplate")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """One container image field: its JSON pointer, container name and value."""
+
+    pointer: str
+    list_name: str
+    container: str
+    image: str
+
+
+def request_kind(request: Mapping[str, Any]) -> str | None:
+    """The pod-bearing kind an admission request is about (a key of WORKLOADS), or None."""
+    kind = request.get("kind")
+    if not isinstance(kind, Mapping):
+        return None
+    name = kind.get("kind")
+    if kind.get("group", "") not in _GROUPS or name not in WORKLOADS:
+        return None
+    sub = request.get("subResource") or ""
+    if sub and not (name == "Pod" and sub == "ephemeralcontainers"):
+        return None
+    return str(name)
+
+
+def pod_images(obj: Mapping[str, Any], kind: str) -> Iterator[Image]:
+    """Every container image of `obj`'s pod spec, with its JSON pointer."""
+    path = POD_SPEC_PATHS[kind]
+    spec = walk(obj, path)
+    if not isinstance(spec, Mapping):
+        return
+    base = "/" + "/".join(path)
+    for list_name in CONTAINER_LISTS:
+        containers = spec.get(list_name)
+        if not isinstance(containers, list):
+            continue
+        for i, container in enumerate(containers):
+            if not isinstance(container, Mapping):
+                continue
+            image = container.get("image")
+            if isinstance(image, str):
+                name = container.get("name")
+                yield Image(
+                    pointer=f"{base}/{list_name}/{i}/image",
+                    list_name=list_name,
+                    container=name if isinstance(name, str) else str(i),
+                    image=image,
+                )
+
+
+def images_by_container(obj: Mapping[str, Any], kind: str) -> dict[tuple[str, str], str]:
+    """(container list, container name) → image: what UPDATE compares against."""
+    return {(i.list_name, i.container): i.image for i in pod_images(obj, kind)}
+
+
+def resolve_names_forced(obj: Mapping[str, Any], kind: str) -> bool:
+    """The resolve-names annotation is on the object or on its pod template."""
+    template = walk(obj, WORKLOADS[kind].template) if kind != "Pod" else None
+    for holder in (obj, template):
+        if isinstance(holder, Mapping):
+            annotations = metadata(holder).get("annotations")
+            forced = isinstance(annotations, Mapping) and annotations.get(RESOLVE_NAMES_ANNOTATION)
+            if forced == "*":
+                return True
+    return False
+
+
+def controlled_by_builtin_workload(obj: Mapping[str, Any]) -> bool:
+    owners = metadata(obj).get("ownerReferences")
+    if not isinstance(owners, list):
+        return False
+    for owner in owners:
+        if isinstance(owner, Mapping) and owner.get("controller") is True:
+            group = str(owner.get("apiVersion", "")).rpartition("/")[0]
+            return (group, owner.get("kind")) in BUILTIN_OWNERS
+    return False
+
+
+def metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def walk(obj: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
