@@ -12,11 +12,9 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeAlias
 
-
-class CommandError(Exception):
-    """A failure to report to the user as `error: …` with exit code 1."""
+from webhook.cli import verbs as user_verbs
+from webhook.cli.common import CommandError, Verbs, cluster_flags
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,34 +53,7 @@ def configure_logging(log_format: str, level: int) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
-def cluster_flags() -> argparse.ArgumentParser:
-    """kubectl's connection flags (and the log format), accepted before or after the verb.
-
-    Defaults are SUPPRESS so that a flag given before the verb is not overwritten by the
-    subparser's default; `main` fills in None for flags given nowhere.
-    """
-    flags = argparse.ArgumentParser(add_help=False)
-    group = flags.add_argument_group("cluster connection")
-    group.add_argument("--kubeconfig", default=argparse.SUPPRESS, help="kubeconfig file")
-    group.add_argument("--context", default=argparse.SUPPRESS, help="kubeconfig context")
-    group.add_argument(
-        "-n", "--namespace", default=argparse.SUPPRESS, help="namespace (default: the context's)"
-    )
-    flags.add_argument(
-        "--log-format",
-        choices=("text", "json"),
-        default=argparse.SUPPRESS,
-        help="json: one JSON object a line, for log collectors (default text)",
-    )
-    return flags
-
-
-Verbs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from webhook.cli import verbs as user_verbs
-
     common = cluster_flags()
     parser = argparse.ArgumentParser(
         prog="imagestreams",

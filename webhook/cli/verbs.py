@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from webhook.cli import describe
 from webhook.cli import edits as stream_edits
+from webhook.cli.common import CommandError, Verbs
 from webhook.cli.edits import (
     ISTAG_TYPE,
     STREAM_RESOURCE,
@@ -33,7 +34,6 @@ from webhook.cli.edits import (
     TagOptions,
     WorkloadKind,
 )
-from webhook.cli.main import CommandError, Verbs
 from webhook.controller import triggers
 from webhook.kube.connect import GROUP, PLURAL, VERSION
 from webhook.model.streams import IMAGE_STREAM_TAG, ImageStream, parse_image_stream
