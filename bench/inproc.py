@@ -26,9 +26,10 @@ from typing import Any
 import jsonpatch
 
 from bench import data, machine
+from webhook.kube.policy_cache import PolicyIndex, StreamImages
 from webhook.serving import admission
-from webhook.serving.policy_cache import PolicyIndex, StreamImages, answer
 from webhook.serving.stream_index import StreamIndex
+from webhook.serving.validation import answer
 
 
 def time_per_call(fn: Any, items: Sequence[Any], min_seconds: float, batches: int) -> float:

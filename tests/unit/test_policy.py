@@ -23,21 +23,20 @@ from webhook.controller.policy_labels import (
     label_changes,
     label_patch,
 )
-from webhook.model import policy
-from webhook.model.policy import InvalidPolicy, Policy, parse_policy, parse_registry_prefix
-from webhook.model.workloads import POD_SPEC_PATHS
-from webhook.serving.app import AppConfig, create_app
-from webhook.serving.policy_cache import (
+from webhook.kube.policy_cache import (
     NamespaceLabels,
     PolicyIndex,
     PolicySet,
     StreamImages,
-    Tee,
-    answer,
     load_policy_documents,
-    new_policy_metrics,
 )
+from webhook.kube.watch import Tee
+from webhook.model import policy
+from webhook.model.policy import InvalidPolicy, Policy, parse_policy, parse_registry_prefix
+from webhook.model.workloads import POD_SPEC_PATHS
+from webhook.serving.app import AppConfig, create_app
 from webhook.serving.stream_index import StreamIndex
+from webhook.serving.validation import answer, new_policy_metrics, respond
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO_ROOT / "charts" / "imagestreams" / "crds" / "imagepolicies.yaml"
@@ -577,7 +576,7 @@ def test_registry_messages() -> None:
 
 def test_enforce_denies_with_403_and_the_message() -> None:
     verdict = judge("nginx", policies=[DIGEST])
-    response = policy.respond("uid-1", verdict)["response"]
+    response = respond("uid-1", verdict)["response"]
     assert response["uid"] == "uid-1"
     assert response["allowed"] is False
     assert response["status"]["code"] == 403
@@ -587,14 +586,14 @@ def test_enforce_denies_with_403_and_the_message() -> None:
 
 def test_several_denials_are_listed() -> None:
     verdict = judge("nginx", "redis", policies=[DIGEST])
-    message = policy.respond("u", verdict)["response"]["status"]["message"]
+    message = respond("u", verdict)["response"]["status"]["message"]
     assert message.startswith("2 image policy violations:\n- ")
     assert '"c0"' in message and '"c1"' in message
 
 
 def test_warn_allows_with_warnings() -> None:
     verdict = judge("nginx", policies=[make(mode="Warn", requireDigest=True)])
-    response = policy.respond("u", verdict)["response"]
+    response = respond("u", verdict)["response"]
     assert response["allowed"] is True and "status" not in response
     assert response["warnings"] == [verdict.violations[0].message]
     assert "\n" not in response["warnings"][0]
@@ -604,7 +603,7 @@ def test_audit_allows_with_an_audit_annotation() -> None:
     verdict = judge(
         "nginx", policies=[make(name="audit-digests", mode="Audit", requireDigest=True)]
     )
-    response = policy.respond("u", verdict)["response"]
+    response = respond("u", verdict)["response"]
     assert response["allowed"] is True and "warnings" not in response
     key = policy.AUDIT_ANNOTATION
     assert re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", key) and len(key) <= 63
@@ -624,7 +623,7 @@ def test_modes_combine() -> None:
         make(name="w", mode="Warn", blockedRegistries=["docker.io"]),
         make(name="e", mode="Enforce", allowedRegistries=["quay.io"]),
     ]
-    response = policy.respond("u", judge("nginx", policies=policies))["response"]
+    response = respond("u", judge("nginx", policies=policies))["response"]
     assert response["allowed"] is False
     assert 'ImagePolicy "e"' in response["status"]["message"]
     assert len(response["warnings"]) == 1 and 'ImagePolicy "w"' in response["warnings"][0]
@@ -632,7 +631,7 @@ def test_modes_combine() -> None:
 
 
 def test_no_violation_is_a_plain_allow() -> None:
-    response = policy.respond("u", judge(KEYCLOAK, policies=[DIGEST, STREAM]))["response"]
+    response = respond("u", judge(KEYCLOAK, policies=[DIGEST, STREAM]))["response"]
     assert response == {"uid": "u", "allowed": True}
 
 
@@ -675,7 +674,7 @@ def test_imports_from_elsewhere_are_denied() -> None:
         "import from an allowed registry (quay.io/keycloak, registry.example.com:5000) instead "
         'in namespace "team"'
     )
-    assert policy.respond("u", verdict)["response"]["allowed"] is False
+    assert respond("u", verdict)["response"]["allowed"] is False
 
 
 def test_import_rule_ignores_stream_tags_and_checks_the_deprecated_repository() -> None:

@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
-from webhook.controller import triggers
-from webhook.controller.triggers import InvalidTrigger, Trigger
-from webhook.model import streams
+from webhook.model import streams, triggers
 from webhook.model.streams import ImageStream
+from webhook.model.triggers import InvalidTrigger, Trigger
 
 A, B, C = ("sha256:" + ch * 64 for ch in "abc")
 REG = "quay.io/keycloak/keycloak"

@@ -21,11 +21,12 @@ import jsonpatch
 import yaml
 
 from webhook.cli.resolve import split_documents
+from webhook.kube.policy_cache import PolicyStreamView, StreamImages
+from webhook.kube.watch import Tee
 from webhook.model import policy
 from webhook.model.policy import Policy, Violation
 from webhook.model.workloads import POD_SPEC_PATHS
 from webhook.serving import admission
-from webhook.serving.policy_cache import PolicyStreamView, StreamImages, Tee
 from webhook.serving.stream_index import StreamIndex
 
 LABELS = {policy.ENFORCE: "DENY", policy.WARN: "WARN", policy.AUDIT: "AUDIT"}
@@ -137,7 +138,7 @@ def run(
 
     `connect()` returns a kube.Connection; it is only called when the cluster is needed.
     """
-    from webhook.serving.policy_cache import load_policy_documents
+    from webhook.kube.policy_cache import load_policy_documents
     from webhook.serving.stream_index import load_streams
 
     docs = parse_manifests(manifests_text)

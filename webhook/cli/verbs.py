@@ -34,8 +34,10 @@ from webhook.cli.edits import (
     TagOptions,
     WorkloadKind,
 )
-from webhook.controller import triggers
+from webhook.cli.tabwriter import tabwrite
+from webhook.controller.triggers import TriggerReconciler
 from webhook.kube.connect import GROUP, PLURAL, VERSION
+from webhook.model import triggers
 from webhook.model.streams import IMAGE_STREAM_TAG, ImageStream, parse_image_stream
 
 T = TypeVar("T")
@@ -550,7 +552,7 @@ def _print_lookup_table(
 
 def print_table(lines: list[str]) -> None:
     """Columns as oc's tables print them (Go tabwriter, two spaces between columns)."""
-    text = describe.tabwrite("\n".join(lines) + "\n", tabwidth=2, padding=2, padchar=" ")
+    text = tabwrite("\n".join(lines) + "\n", tabwidth=2, padding=2, padchar=" ")
     sys.stdout.write(text)
 
 
@@ -641,7 +643,7 @@ def _set_triggers_on(
     moved = {(t.source_namespace(own), t.stream, t.tag) for t in changed if not t.paused}
     if not moved:
         return
-    reconciler = triggers.TriggerReconciler.from_api_client(api.api_client)
+    reconciler = TriggerReconciler.from_api_client(api.api_client)
     try:
         reconciler.sync_workload(kind.kind, written, _stream_lookup(api), moved)
     except Exception as err:

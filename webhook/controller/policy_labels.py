@@ -81,7 +81,7 @@ class PolicyLabeler:
     """
 
     def __init__(self, api_client: Any, *, resync: float = RESYNC_SECONDS) -> None:
-        from webhook.serving.policy_cache import PolicyIndex, StreamImages
+        from webhook.kube.policy_cache import PolicyIndex, StreamImages
 
         self._api_client = api_client
         self._resync = resync

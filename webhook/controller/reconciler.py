@@ -324,7 +324,7 @@ class Controller:
 
     def run(self) -> None:
         """Watch and work until `stop()`; blocks."""
-        from webhook.serving.stream_index import StreamWatcher
+        from webhook.kube.watch import StreamWatcher
 
         if self.mirror is not None:
             self.mirror.start()

@@ -361,28 +361,6 @@ class Verdict:
         return f"{len(denials)} image policy violations:\n{lines}"
 
 
-def respond(uid: str, verdict: Verdict) -> dict[str, Any]:
-    """The AdmissionReview answering a validation: denied (403) when an Enforce policy is
-    violated; Warn violations as warnings; Audit violations as an audit annotation."""
-    response: dict[str, Any] = {"uid": uid, "allowed": verdict.allowed}
-    if not verdict.allowed:
-        response["status"] = {
-            "code": 403,
-            "reason": "Forbidden",
-            "message": verdict.denial_message(),
-        }
-    warnings = [v.message for v in verdict.by_mode(WARN)]
-    if warnings:
-        response["warnings"] = warnings
-    audits = verdict.by_mode(AUDIT)
-    if audits:
-        records = [v.record() for v in audits]
-        response["auditAnnotations"] = {
-            AUDIT_ANNOTATION: json.dumps(records, separators=(",", ":"))
-        }
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
-
-
 # --- admission ---------------------------------------------------------------------------
 
 

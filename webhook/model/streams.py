@@ -8,6 +8,7 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -504,3 +505,13 @@ def _deep_copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_deep_copy(v) for v in value]
     return value
+
+
+def own(text: str) -> str:
+    """`text` as a string of its own (interned), sharing nothing with the decoded object.
+
+    An entry that kept strings of a decoded list would pin the allocator's arenas holding the
+    rest of that list: after loading 10,000 streams x 5 tags x 3 history items, ~20 MiB of
+    index held ~180 MiB of RSS in every worker (bench/, figure 4).
+    """
+    return sys.intern(text.encode().decode()) if text else text

@@ -16,7 +16,7 @@ from webhook.serving import admission
 from webhook.serving.metrics import Metrics, new_metrics
 
 if TYPE_CHECKING:
-    from webhook.serving.policy_cache import PolicyIndex
+    from webhook.kube.policy_cache import PolicyIndex
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def create_app(config: AppConfig, metrics: Metrics | None = None) -> Flask:
     index = config.index
     policy_metrics = None
     if config.policy is not None:
-        from webhook.serving.policy_cache import new_policy_metrics
+        from webhook.serving.validation import new_policy_metrics
 
         policy_metrics = new_policy_metrics(metrics.registry)
 
@@ -65,7 +65,7 @@ def create_app(config: AppConfig, metrics: Metrics | None = None) -> Flask:
 
     @app.post("/validate")
     def validate() -> Response:
-        from webhook.serving.policy_cache import answer
+        from webhook.serving.validation import answer
 
         review = _read_review(config.max_body_bytes, metrics)
         if isinstance(review, Response):

@@ -87,9 +87,10 @@ def build_app(options: ServeOptions) -> Any:
     Policies come from --policies-file, else from the cluster when the streams do, else
     there are none (file mode without policies); --no-policies turns them off."""
     from webhook.kube.connect import connect, custom_objects
+    from webhook.kube.policy_cache import PolicyIndex, StreamImages
+    from webhook.kube.watch import StreamWatcher, Tee
     from webhook.serving.app import AppConfig, create_app
-    from webhook.serving.policy_cache import PolicyIndex, StreamImages, Tee
-    from webhook.serving.stream_index import StreamIndex, StreamWatcher, load_streams
+    from webhook.serving.stream_index import StreamIndex, load_streams
 
     index = StreamIndex()
     images = StreamImages()
@@ -151,7 +152,7 @@ def serve(options: ServeOptions) -> None:
     if options.streams_file and not Path(options.streams_file).exists():
         raise FileNotFoundError(f"streams file {options.streams_file} does not exist")
     if options.policies_file:
-        from webhook.serving.policy_cache import load_policy_documents
+        from webhook.kube.policy_cache import load_policy_documents
 
         load_policy_documents(options.policies_file)  # fail now, not in every worker
     # Metrics are shared across workers through files in this directory.

@@ -1,6 +1,7 @@
-"""What validation reads, kept in memory: ImagePolicies, namespace labels, stream images.
+"""ImagePolicies, namespace labels and stream images, kept in memory: what the webhook's
+validation and the controller's policy labels and import checks read.
 
-Each part is a sink for a `Watcher` (index.py), or is loaded once from files, so that a
+Each part is a sink for a `Watcher` (webhook.kube.watch), or is loaded once from files, so that a
 validation never calls the API server. The stream side reuses the admission `StreamIndex`
 (for short-name lookups) and adds, from the same watch, the set of images each namespace's
 streams have held (for pinned references).
@@ -11,18 +12,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from webhook.kube.files import load_documents_of_kinds
+from webhook.kube.watch import Watcher
 from webhook.model import policy
 from webhook.model.policy import InvalidPolicy, Policy, parse_policy
 from webhook.model.resolution import StreamLookup
-from webhook.model.streams import InvalidImageStream, StreamEntry, parse_image_stream
-from webhook.serving.stream_index import StreamSink, Watcher, load_documents_of_kinds, own
-
-if TYPE_CHECKING:
-    from prometheus_client import Counter
+from webhook.model.streams import InvalidImageStream, StreamEntry, own, parse_image_stream
 
 log = logging.getLogger(__name__)
 
@@ -229,33 +227,6 @@ def _images(obj: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
     return frozenset((own(repository), own(digest)) for repository, digest in images)
 
 
-class Tee:
-    """One watch feeding several sinks; its length and readiness are the first one's."""
-
-    def __init__(self, first: StreamSink, *others: StreamSink) -> None:
-        self._sinks = (first, *others)
-
-    @property
-    def ready(self) -> bool:
-        return bool(getattr(self._sinks[0], "ready", False))
-
-    def __len__(self) -> int:
-        return len(self._sinks[0])
-
-    def replace_all(self, objs: Iterable[Mapping[str, Any]]) -> None:
-        items = list(objs)
-        for sink in self._sinks:
-            sink.replace_all(items)
-
-    def upsert(self, obj: Mapping[str, Any]) -> None:
-        for sink in self._sinks:
-            sink.upsert(obj)
-
-    def delete(self, obj: Mapping[str, Any]) -> None:
-        for sink in self._sinks:
-            sink.delete(obj)
-
-
 class PolicyStreamView:
     """admission's stream lookup plus image membership: what `policy.validate` needs."""
 
@@ -333,61 +304,3 @@ def load_policy_documents(
     for obj in policies:
         parse_policy(obj)  # a file is checked strictly: a bad policy is an error, not a log
     return policies, [d for d in found if d.get("kind") == "Namespace"]
-
-
-# --- serving -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PolicyMetrics:
-    validations: Counter
-    violations: Counter
-
-
-def new_policy_metrics(registry: Any) -> PolicyMetrics:
-    """Counters in the app's registry (one exposition; across workers when multiprocess)."""
-    # Imported here: prometheus_client picks its value store when first imported (server.py).
-    from prometheus_client import Counter
-
-    return PolicyMetrics(
-        validations=Counter(
-            "imagestreams_policy_validations",
-            "Validation reviews answered, by result (allowed, warned, audited, denied).",
-            ["result"],
-            registry=registry,
-        ),
-        violations=Counter(
-            "imagestreams_policy_violations",
-            "Image policy violations found, by policy, mode and rule.",
-            ["policy", "mode", "rule"],
-            registry=registry,
-        ),
-    )
-
-
-def answer(
-    request: Mapping[str, Any], index: PolicyIndex, metrics: PolicyMetrics | None = None
-) -> dict[str, Any]:
-    """The AdmissionReview answering one validation from the caches (no API calls)."""
-    policies = index.policies.all()
-    verdict = policy.Verdict()
-    if policies:
-        namespace = str(request.get("namespace") or "")
-        labels = index.namespaces.labels(namespace) if namespace else {}
-        verdict = policy.validate(request, policies, labels, index.streams)
-    if metrics is not None and not request.get("dryRun"):
-        for v in verdict.violations:
-            metrics.violations.labels(policy=v.policy, mode=v.mode, rule=v.rule).inc()
-        metrics.validations.labels(result=_result(verdict)).inc()
-    return policy.respond(str(request["uid"]), verdict)
-
-
-def _result(verdict: policy.Verdict) -> str:
-    for mode, result in (
-        (policy.ENFORCE, "denied"),
-        (policy.WARN, "warned"),
-        (policy.AUDIT, "audited"),
-    ):
-        if verdict.by_mode(mode):
-            return result
-    return "allowed"
