@@ -18,8 +18,8 @@ from webhook.cli.describe import (
     human_duration,
     parse_semver,
     prioritize_tags,
-    tabwrite,
 )
+from webhook.cli.tabwriter import tabwrite
 
 NOW = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
 A, B, C, D = ("sha256:" + ch * 64 for ch in "abcd")
