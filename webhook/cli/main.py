@@ -7,6 +7,7 @@ the work; heavy imports happen inside the verbs so `--help` stays fast.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import re
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from webhook.cli import verbs as user_verbs
 from webhook.cli.common import CommandError, Verbs, cluster_flags
+from webhook.controller.triggers import TriggerReconciler
+from webhook.kube.connect import connect
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -221,8 +224,6 @@ def _run_controller(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from webhook.controller.reconciler import Controller, ControllerOptions
-    from webhook.controller.triggers import TriggerReconciler
-    from webhook.kube.connect import connect
     from webhook.kube.leader import LeaseOptions, run_as_leader
 
     connection = connect(args.kubeconfig, args.context, args.namespace)
@@ -322,9 +323,6 @@ def _long_duration(text: str) -> float:
 
 
 def _run_certs_sync(args: argparse.Namespace) -> int:
-    import datetime as dt
-
-    from webhook.kube.connect import connect
     from webhook.tls.certsync import SyncOptions, run
 
     connection = connect(args.kubeconfig, args.context, args.namespace)
@@ -395,7 +393,6 @@ def _add_policy(verbs: Verbs, common: argparse.ArgumentParser) -> None:
 
 def _run_policy_check(args: argparse.Namespace) -> int:
     from webhook.cli.policy_check import run
-    from webhook.kube.connect import connect
 
     text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
     result = run(

@@ -21,13 +21,14 @@ import jsonpatch
 import yaml
 
 from webhook.cli.resolve import split_documents
-from webhook.kube.policy_cache import PolicyStreamView, StreamImages
+from webhook.kube.connect import GROUP, PLURAL, VERSION
+from webhook.kube.policy_cache import PolicyStreamView, StreamImages, load_policy_documents
 from webhook.kube.watch import Tee
 from webhook.model import policy
 from webhook.model.policy import Policy, Violation
 from webhook.model.workloads import POD_SPEC_PATHS
 from webhook.serving import admission
-from webhook.serving.stream_index import StreamIndex
+from webhook.serving.stream_index import StreamIndex, load_streams
 
 LABELS = {policy.ENFORCE: "DENY", policy.WARN: "WARN", policy.AUDIT: "AUDIT"}
 
@@ -138,9 +139,6 @@ def run(
 
     `connect()` returns a kube.Connection; it is only called when the cluster is needed.
     """
-    from webhook.kube.policy_cache import load_policy_documents
-    from webhook.serving.stream_index import load_streams
-
     docs = parse_manifests(manifests_text)
     # Offline when both files are given; otherwise the cluster also lends namespace labels.
     connection: Any = connect() if not (policies_file and streams_file) else None
@@ -185,8 +183,6 @@ def _cluster_policies(api_client: Any) -> list[dict[str, Any]]:
 def _cluster_streams(api_client: Any, namespaces: Iterable[str]) -> list[dict[str, Any]]:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
-
-    from webhook.kube.connect import GROUP, PLURAL, VERSION
 
     custom: Any = client.CustomObjectsApi(api_client)
     found: list[dict[str, Any]] = []

@@ -36,6 +36,7 @@ from webhook.cli.edits import (
 )
 from webhook.cli.tabwriter import tabwrite
 from webhook.controller.triggers import TriggerReconciler
+from webhook.kube import connect as kube
 from webhook.kube.connect import GROUP, PLURAL, VERSION
 from webhook.model import triggers
 from webhook.model.streams import IMAGE_STREAM_TAG, ImageStream, parse_image_stream
@@ -74,8 +75,6 @@ class Api:
     """The few calls the verbs make, returning plain dicts and raising ApiError."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from webhook.kube import connect as kube
-
         try:
             connection = kube.connect(args.kubeconfig, args.context, args.namespace)
         except Exception as err:
