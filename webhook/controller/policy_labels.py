@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from webhook.kube import api, errors
 from webhook.model.policy import (
     ENFORCE,
     ENFORCED_LABEL,
@@ -137,10 +138,7 @@ class PolicyLabeler:
         """Apply the label changes once; False when some write failed (retry soon)."""
         if not (self.index.policies.ready and self.index.namespaces.ready):
             return True
-        from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
-
-        core = client.CoreV1Api(self._api_client)
+        core = api.core(self._api_client)
         changes = label_changes(self.index.policies.all(), self.index.namespaces.snapshot())
         ok = True
         for name, value in sorted(changes.items()):
@@ -154,12 +152,10 @@ class PolicyLabeler:
                     "labelled" if value else "unlabelled",
                     ENFORCED_LABEL,
                 )
-            except ApiException as err:
-                if err.status != 404:  # deleted meanwhile: nothing to label
+            except errors.ApiException as err:
+                if errors.status_of(err) != errors.NOT_FOUND:  # deleted: nothing to label
                     ok = False
-                    log.warning(
-                        "labelling namespace %s failed: %s %s", name, err.status, err.reason
-                    )
+                    log.warning("labelling namespace %s failed: %s", name, errors.describe(err))
         return ok
 
     def _run(self) -> None:

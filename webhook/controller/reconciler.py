@@ -24,13 +24,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from webhook.controller import importer
 from webhook.controller.importer import ImportResult
 from webhook.controller.metrics import ControllerMetrics
 from webhook.controller.policy_labels import PolicyLabeler
 from webhook.controller.ratelimit import ImportLimiter
+from webhook.kube import api, errors
 from webhook.kube.connect import GROUP, PLURAL, VERSION
 from webhook.kube.workqueue import WorkQueue
 from webhook.mirror import worker as mirror
@@ -46,7 +47,6 @@ Key = tuple[str, str]  # (namespace, name)
 
 INITIAL_BACKOFF = 5.0
 MAX_BACKOFF = 300.0
-_CONFLICT_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -263,13 +263,12 @@ class Controller:
         registry: RegistryClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from kubernetes import client
-
         self.options = options
         self.api_client = api_client
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
-        self.auth = client.AuthorizationV1Api(api_client)
+        self.custom = api.custom_objects(api_client)
+        self.core = api.core(api_client)
+        self.auth = api.authorization(api_client)
+        self.status = api.StreamStatus(self.custom)
         self.registry = registry or RegistryClient(
             ClientConfig(
                 allowed_registries=options.allowed_registries,
@@ -547,45 +546,27 @@ class Controller:
         On a conflict the same results are folded into a fresh read: whatever another
         writer added (history, other tags) is kept.
         """
-        from kubernetes.client.exceptions import ApiException
 
-        for attempt in range(_CONFLICT_RETRIES):
-            status_tags, changed = apply_results(_status_tags(obj), results)
+        def change(current: Mapping[str, Any]) -> Mapping[str, Any] | None:
+            status_tags, changed = apply_results(_status_tags(current), results)
+            body = with_status_tags(current, status_tags)
             if self.options.local_registry:
                 status_tags, trimmed = mirror.trim_history(status_tags, self.options.history_limit)
                 repository = mirror.local_repository(self.options.local_registry, *key)
                 body, moved = mirror.with_local_repository(
-                    with_status_tags(obj, status_tags), repository
+                    with_status_tags(current, status_tags), repository
                 )
                 changed = changed or trimmed or moved
-            else:
-                body = with_status_tags(obj, status_tags)
-            if not changed:
-                return None
-            try:
-                written = cast(
-                    Mapping[str, Any],
-                    self.custom.replace_namespaced_custom_object_status(
-                        GROUP, VERSION, key[0], PLURAL, key[1], body
-                    ),
-                )
-            except ApiException as err:
-                if err.status == 409 and attempt + 1 < _CONFLICT_RETRIES:
-                    obj = self._read(key)
-                    continue
-                if err.status == 404:
-                    return None  # deleted meanwhile
-                raise
-            self.metrics.status_writes.inc()
-            self._after_write(obj, written, results)
-            if self.mirror is not None:
-                self.mirror.prune(obj, written)
-            return written
-        return None
+            return body if changed else None
 
-    def _read(self, key: Key) -> Mapping[str, Any]:
-        obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, key[0], PLURAL, key[1])
-        return cast(Mapping[str, Any], obj)
+        write = self.status.update(key[0], key[1], change, current=obj)
+        if write.written is None or write.before is None:
+            return None  # nothing to write, or the stream was deleted meanwhile
+        self.metrics.status_writes.inc()
+        self._after_write(write.before, write.written, results)
+        if self.mirror is not None:
+            self.mirror.prune(write.before, write.written)
+        return write.written
 
     def _after_write(
         self, before: Mapping[str, Any], after: Mapping[str, Any], results: list[ImportResult]
@@ -602,32 +583,15 @@ class Controller:
 
     def _event(self, stream: Mapping[str, Any], condition: Mapping[str, Any]) -> None:
         """A Warning Event on the stream for a failed import (best effort)."""
-        from kubernetes import client
-
-        metadata = stream.get("metadata") or {}
-        namespace = metadata.get("namespace", "")
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{metadata.get('name', 'stream')}."),
-            involved_object=client.V1ObjectReference(
-                api_version=f"{GROUP}/{VERSION}",
-                kind="ImageStream",
-                name=metadata.get("name"),
-                namespace=namespace,
-                uid=metadata.get("uid"),
-                resource_version=metadata.get("resourceVersion"),
-            ),
+        api.record_event(
+            self.core,
+            stream,
+            kind="ImageStream",
+            api_version=f"{GROUP}/{VERSION}",
+            type_="Warning",
             reason="ImportFailed",
-            message=f"{condition.get('reason')}: {condition.get('message')}"[:1024],
-            type="Warning",
-            source=client.V1EventSource(component="imagestreams-controller"),
-            first_timestamp=_utcnow(),
-            last_timestamp=_utcnow(),
-            count=1,
+            message=f"{condition.get('reason')}: {condition.get('message')}",
         )
-        try:
-            self.core.create_namespaced_event(namespace, event)
-        except Exception as err:
-            log.debug("could not record event: %s", err)
 
     # -- credentials and permissions -------------------------------------------------------
 
@@ -671,7 +635,7 @@ class Controller:
                     namespace, field_selector=f"type={secret_type}"
                 )
             except Exception as err:
-                log.warning("cannot list pull secrets in %s: %s", namespace, _api_reason(err))
+                log.warning("cannot list pull secrets in %s: %s", namespace, errors.describe(err))
                 continue
             secrets += [self.api_client.sanitize_for_serialization(s) for s in found.items]
         self._secrets[namespace] = (now, secrets)
@@ -679,23 +643,14 @@ class Controller:
 
     def _may_read(self, namespace: str, source_namespace: str) -> bool:
         """Whether `namespace`'s service accounts may get image streams in another one."""
-        from kubernetes import client
-
-        review = client.V1SubjectAccessReview(
-            spec=client.V1SubjectAccessReviewSpec(
-                user=f"system:serviceaccount:{namespace}:default",
-                groups=["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
-                resource_attributes=client.V1ResourceAttributes(
-                    group=GROUP, resource=PLURAL, verb="get", namespace=source_namespace
-                ),
-            )
-        )
         try:
-            answer = self.auth.create_subject_access_review(review)
+            return api.service_accounts_may(
+                self.auth, namespace, verb="get", resource=PLURAL, group=GROUP,
+                in_namespace=source_namespace,
+            )  # fmt: skip
         except Exception as err:
-            log.warning("access review failed: %s", _api_reason(err))
+            log.warning("access review failed: %s", errors.describe(err))
             return False
-        return bool(answer.status and answer.status.allowed)
 
 
 # --- small helpers -----------------------------------------------------------------------
@@ -759,12 +714,6 @@ def _same_repository(previous: ImportResult | None, spec: TagReference) -> Impor
     except InvalidReference:
         return None
     return previous if wanted == had else None
-
-
-def _api_reason(err: Exception) -> str:
-    status = getattr(err, "status", None)
-    reason = getattr(err, "reason", None)
-    return f"{status} {reason}" if status else str(err)
 
 
 def _utcnow() -> Any:

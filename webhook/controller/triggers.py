@@ -10,6 +10,7 @@ import threading
 from collections.abc import Container, Mapping
 from typing import Any
 
+from webhook.kube import api, errors
 from webhook.model import streams
 from webhook.model.streams import ImageStream
 from webhook.model.triggers import (
@@ -28,8 +29,6 @@ from webhook.model.workloads import WORKLOADS
 
 log = logging.getLogger(__name__)
 
-_CONFLICT_RETRIES = 5
-
 
 class TriggerReconciler:
     """Applies image triggers through the API. See the module docstring for the contract."""
@@ -45,13 +44,7 @@ class TriggerReconciler:
 
     @classmethod
     def from_api_client(cls, api_client: Any) -> TriggerReconciler:
-        from kubernetes import client
-
-        return cls(
-            client.AppsV1Api(api_client),
-            client.BatchV1Api(api_client),
-            client.CoreV1Api(api_client),
-        )
+        return cls(api.apps(api_client), api.batch(api_client), api.core(api_client))
 
     def stream_changed(
         self, stream_obj: Mapping[str, Any], previous: Mapping[str, Any] | None = None
@@ -108,36 +101,31 @@ class TriggerReconciler:
         reports them; `stream_changed` logs them)."""
         metadata = obj.get("metadata") or {}
         namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
-        for attempt in range(_CONFLICT_RETRIES):
-            result = plan(obj, kind, lookup, moved)
+        current = obj
+        attempts = 0
+
+        def attempt() -> list[FieldUpdate]:
+            nonlocal current, attempts
+            if attempts:  # the last write lost a race: recompute on a fresh read
+                current = self._read(kind, namespace, name)
+            attempts += 1
+            result = plan(current, kind, lookup, moved)
             for problem in result.problems:
-                self._event(kind, obj, "Warning", "InvalidImageTrigger", problem, once=True)
+                self._event(kind, current, "Warning", "InvalidImageTrigger", problem, once=True)
             if not result.patch:
                 return []
-            ops = [
-                {
-                    "op": "replace",
-                    "path": "/metadata/resourceVersion",
-                    "value": str(metadata.get("resourceVersion", "")),
-                },
-                *result.patch,
-            ]
-            try:
-                self._patch(kind, namespace, name, ops)
-            except Exception as err:
-                if getattr(err, "status", None) == 409 and attempt + 1 < _CONFLICT_RETRIES:
-                    obj = self._read(kind, namespace, name)
-                    metadata = obj.get("metadata") or {}
-                    continue
-                raise
+            version = str((current.get("metadata") or {}).get("resourceVersion", ""))
+            guard = {"op": "replace", "path": "/metadata/resourceVersion", "value": version}
+            self._patch(kind, namespace, name, [guard, *result.patch])
             for update in result.updates:
                 message = (
                     f"image trigger: {update.source} moved; container {update.container}"
                     f" set to {update.new}"
                 )
-                self._event(kind, obj, "Normal", "ImageTriggered", message)
+                self._event(kind, current, "Normal", "ImageTriggered", message)
             return result.updates
-        return []
+
+        return api.retry_on_conflict(attempt)
 
     def _sync_logged(
         self,
@@ -155,7 +143,7 @@ class TriggerReconciler:
                 kind,
                 metadata.get("namespace"),
                 metadata.get("name"),
-                _api_message(err),
+                errors.server_message(err),
             )
             return []
         for update in updates:
@@ -221,48 +209,12 @@ class TriggerReconciler:
                 if len(self._warned) > 10_000:
                     self._warned.clear()
                 self._warned.add(key)
-        try:
-            from kubernetes import client
-
-            namespace = str(metadata.get("namespace", ""))
-            event = client.CoreV1Event(
-                metadata=client.V1ObjectMeta(generate_name=f"{metadata.get('name', 'workload')}."),
-                involved_object=client.V1ObjectReference(
-                    api_version=WORKLOADS[kind].api_version,
-                    kind=kind,
-                    name=metadata.get("name"),
-                    namespace=namespace,
-                    uid=metadata.get("uid"),
-                    resource_version=metadata.get("resourceVersion"),
-                ),
-                reason=reason,
-                message=message[:1024],
-                type=type_,
-                source=client.V1EventSource(component="imagestreams-controller"),
-                first_timestamp=_now(),
-                last_timestamp=_now(),
-                count=1,
-            )
-            self._core.create_namespaced_event(namespace, event)
-        except Exception as err:
-            log.warning(
-                "cannot record event %s on %s %s: %s", reason, kind, metadata.get("name"), err
-            )
-
-
-def _api_message(err: Exception) -> str:
-    body = getattr(err, "body", None)
-    if isinstance(body, str | bytes):
-        try:
-            message = json.loads(body).get("message")
-        except (ValueError, AttributeError):
-            message = None
-        if isinstance(message, str):
-            return message
-    return str(err)
-
-
-def _now() -> Any:
-    import datetime
-
-    return datetime.datetime.now(datetime.UTC)
+        api.record_event(
+            self._core,
+            obj,
+            kind=kind,
+            api_version=WORKLOADS[kind].api_version,
+            type_=type_,
+            reason=reason,
+            message=message,
+        )

@@ -39,6 +39,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from webhook.kube import api, errors
 from webhook.tls.certs import (
     CA_CERT,
     CA_KEY,
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 SECRET_TYPE = "kubernetes.io/tls"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "imagestreams-certs-sync"}
 DEFAULT_ROTATE_BEFORE = dt.timedelta(days=30)
-_CONFLICT_RETRIES = 5
 # Seconds per API call: a hung connection must not stall the loop forever.
 _TIMEOUT = 30
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\s*", re.DOTALL)
@@ -293,14 +293,12 @@ def validate(options: SyncOptions) -> None:
 
 def sync_once(api_client: Any, options: SyncOptions, now: dt.datetime | None = None) -> SyncReport:
     """One pass: the Secret first, then the webhook configurations' caBundle."""
-    from kubernetes import client
-
     validate(options)
     now = now or dt.datetime.now(dt.UTC)
-    core = client.CoreV1Api(api_client)
+    core = api.core(api_client)
     report = SyncReport()
     data = _sync_secret(core, options, now, report)
-    admission = client.AdmissionregistrationV1Api(api_client)
+    admission = api.admission_registration(api_client)
     _sync_bundles(admission, options, data[CA_CERT], now, report)
     return report
 
@@ -308,11 +306,9 @@ def sync_once(api_client: Any, options: SyncOptions, now: dt.datetime | None = N
 def _sync_secret(
     core: Any, options: SyncOptions, now: dt.datetime, report: SyncReport
 ) -> dict[str, bytes]:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
     ns, name = options.secret_namespace, options.secret_name
-    for _ in range(_CONFLICT_RETRIES):
+
+    def attempt() -> dict[str, bytes]:
         secret = _read(
             functools.partial(core.read_namespaced_secret, name, ns, _request_timeout=_TIMEOUT)
         )
@@ -326,44 +322,33 @@ def _sync_secret(
         report.reason = decision.reason
         data = issue(decision, current, options.dns_names, now)
         owner = _service_owner(core, options) if ns == options.namespace else None
-        try:
-            if secret is None:
-                body = client.V1Secret(
-                    metadata=client.V1ObjectMeta(
-                        name=name,
-                        namespace=ns,
-                        labels=dict(MANAGED_BY),
-                        owner_references=[owner] if owner else None,
-                    ),
-                    type=SECRET_TYPE,
-                    data=_encode(data),
-                )
-                core.create_namespaced_secret(ns, body, _request_timeout=_TIMEOUT)
-                report.secret = "created"
-                return data
-            refs = list(secret.metadata.owner_references or [])
-            add_owner = owner is not None and all(r.uid != owner.uid for r in refs)
-            if not decision.changes and not add_owner:
-                return data
-            secret.data = _encode(data)
-            if add_owner:
-                secret.metadata.owner_references = [*refs, owner]
-            # At the resourceVersion read: a concurrent writer makes this fail with 409.
-            core.replace_namespaced_secret(name, ns, secret, _request_timeout=_TIMEOUT)
-            report.secret = "updated" if decision.changes else "unchanged (owner set)"
+        if secret is None:
+            metadata: dict[str, Any] = {"name": name, "namespace": ns, "labels": dict(MANAGED_BY)}
+            if owner:
+                metadata["ownerReferences"] = [owner]
+            body = {"apiVersion": "v1", "kind": "Secret", "metadata": metadata}
+            body |= {"type": SECRET_TYPE, "data": _encode(data)}
+            core.create_namespaced_secret(ns, body, _request_timeout=_TIMEOUT)
+            report.secret = "created"
             return data
-        except ApiException as err:
-            if err.status == 409:  # another run created or changed it meanwhile: read again
-                log.info("secret %s/%s changed meanwhile; reading it again", ns, name)
-                continue
-            raise
-    raise RuntimeError(f"secret {ns}/{name} kept changing; gave up after {_CONFLICT_RETRIES}")
+        refs = list(secret.metadata.owner_references or [])
+        add_owner = owner is not None and all(r.uid != owner["uid"] for r in refs)
+        if not decision.changes and not add_owner:
+            return data
+        secret.data = _encode(data)
+        if add_owner:
+            secret.metadata.owner_references = [*refs, owner]
+        # At the resourceVersion read: a concurrent writer makes this fail with 409 (another
+        # run created or changed it meanwhile), and the attempt runs again on a fresh read.
+        core.replace_namespaced_secret(name, ns, secret, _request_timeout=_TIMEOUT)
+        report.secret = "updated" if decision.changes else "unchanged (owner set)"
+        return data
+
+    return api.retry_on_conflict(attempt)
 
 
-def _service_owner(core: Any, options: SyncOptions) -> Any:
+def _service_owner(core: Any, options: SyncOptions) -> dict[str, Any] | None:
     """An ownerReference to the webhook's Service (None while it does not exist yet)."""
-    from kubernetes import client
-
     service = _read(
         functools.partial(
             core.read_namespaced_service,
@@ -374,16 +359,17 @@ def _service_owner(core: Any, options: SyncOptions) -> Any:
     )
     if service is None:
         return None
-    return client.V1OwnerReference(
-        api_version="v1", kind="Service", name=service.metadata.name, uid=service.metadata.uid
-    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "name": service.metadata.name,
+        "uid": service.metadata.uid,
+    }
 
 
 def _sync_bundles(
     admission: Any, options: SyncOptions, ca_pem: bytes, now: dt.datetime, report: SyncReport
 ) -> None:
-    from kubernetes.client.exceptions import ApiException
-
     kinds = {
         "MutatingWebhookConfiguration": (
             admission.read_mutating_webhook_configuration,
@@ -395,31 +381,28 @@ def _sync_bundles(
         ),
     }
     for kind, (read, patch) in kinds.items():
-        for _ in range(_CONFLICT_RETRIES):
+
+        def attempt(kind: str = kind, read: Any = read, patch: Any = patch) -> None:
             config = _read(functools.partial(read, options.webhook, _request_timeout=_TIMEOUT))
             if config is None:
                 if kind.startswith("Mutating"):
                     report.missing.append(f"{kind}/{options.webhook}")
-                break
+                return
             ops = bundle_patch(
                 [(w.name, w.client_config.ca_bundle) for w in config.webhooks or []], ca_pem, now
             )
             if not ops:
-                break
-            try:
-                patch(
-                    options.webhook,
-                    ops,
-                    _content_type="application/json-patch+json",
-                    _request_timeout=_TIMEOUT,
-                )
-            except ApiException as err:
-                # A failed `test` (the list changed under us) or a conflict: read again.
-                if err.status in (409, 422):
-                    continue
-                raise
+                return
+            patch(
+                options.webhook,
+                ops,
+                _content_type="application/json-patch+json",
+                _request_timeout=_TIMEOUT,
+            )
             report.patched.append(f"{kind}/{options.webhook}")
-            break
+
+        # A failed `test` (422: the list changed under us) or a conflict: read again.
+        api.retry_on_conflict(attempt, statuses=(errors.CONFLICT, errors.INVALID))
 
 
 def bundle_patch(
@@ -449,12 +432,10 @@ def bundle_patch(
 
 def _read(call: Any) -> Any:
     """The object, or None on 404."""
-    from kubernetes.client.exceptions import ApiException
-
     try:
         return call()
-    except ApiException as err:
-        if err.status == 404:
+    except errors.ApiException as err:
+        if errors.status_of(err) == errors.NOT_FOUND:
             return None
         raise
 
@@ -477,7 +458,7 @@ def run(api_client: Any, options: SyncOptions, interval: float | None = None) ->
         try:
             log.info(sync_once(api_client, options).summary(options))
         except Exception as err:  # the Job's log says why; its exit code fails the hook
-            log.error("certificate sync failed: %s", _explain(err))
+            log.error("certificate sync failed: %s", errors.describe(err))
             return 1
         return 0
     stop = threading.Event()
@@ -488,22 +469,7 @@ def run(api_client: Any, options: SyncOptions, interval: float | None = None) ->
         try:
             log.info(sync_once(api_client, options).summary(options))
         except Exception as err:  # a loop that must outlive one failed pass
-            log.error("certificate sync failed: %s", _explain(err))
+            log.error("certificate sync failed: %s", errors.describe(err))
             wait = min(interval, 60.0)
         stop.wait(wait)
     return 0
-
-
-def _explain(err: Exception) -> str:
-    """An API error as its status and the server's message, not the whole HTTP dump."""
-    status = getattr(err, "status", None)
-    if status is None:
-        return str(err)
-    message = getattr(err, "reason", "")
-    try:
-        import json
-
-        message = json.loads(getattr(err, "body", "") or "{}").get("message") or message
-    except ValueError:
-        pass
-    return f"{status}: {message}"
