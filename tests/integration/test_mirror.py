@@ -44,8 +44,9 @@ from webhook.mirror.worker import (
 )
 from webhook.model import streams
 from webhook.registry.blobs import PUSH, BlobClient
-from webhook.registry.client import ClientConfig, DigestMismatch, InternalError, Repository
+from webhook.registry.client import ClientConfig, Repository
 from webhook.registry.credentials import Credential
+from webhook.registry.errors import DigestMismatch, InternalError
 
 pytestmark = pytest.mark.integration
 

@@ -15,21 +15,22 @@ import pytest
 from registry_fixtures import Registries, ScriptedProxy, free_port
 
 from webhook.controller.importer import LEGACY, PRESERVE_ORIGINAL, ImportResult, import_tag
-from webhook.registry.client import (
-    DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST,
-    OCI_INDEX,
-    OCI_MANIFEST,
+from webhook.registry.client import RegistryClient, Repository
+from webhook.registry.credentials import Credential, Keyring
+from webhook.registry.errors import (
     AddressRefused,
     DigestMismatch,
     InternalError,
     NotFound,
-    Platform,
-    RegistryClient,
-    Repository,
     Unauthorized,
 )
-from webhook.registry.credentials import Credential, Keyring
+from webhook.registry.manifests import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Platform,
+)
 
 pytestmark = pytest.mark.integration
 

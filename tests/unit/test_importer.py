@@ -20,26 +20,27 @@ from webhook.controller.importer import (
     rfc3339,
     rfc3339_now,
 )
-from webhook.registry.client import (
-    DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST,
-    OCI_INDEX,
-    OCI_MANIFEST,
+from webhook.registry.client import ManifestHead, Repository
+from webhook.registry.credentials import Credential, Keyring
+from webhook.registry.errors import (
     AddressRefused,
     DigestMismatch,
     Forbidden,
     InternalError,
-    Manifest,
-    ManifestHead,
     NotFound,
-    Platform,
     RegistryError,
-    Repository,
     Unauthorized,
+)
+from webhook.registry.manifests import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Manifest,
+    Platform,
     compute_digest,
     parse_manifest,
 )
-from webhook.registry.credentials import Credential, Keyring
 
 NOW = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.UTC)
 WHEN = "2024-05-06T07:08:09Z"

@@ -37,7 +37,8 @@ from webhook.mirror.worker import (
 )
 from webhook.model import streams
 from webhook.registry.blobs import VerifiedBlob, repository_scope, with_query
-from webhook.registry.client import OCI_INDEX, OCI_MANIFEST, DigestMismatch, InternalError
+from webhook.registry.errors import DigestMismatch, InternalError
+from webhook.registry.manifests import OCI_INDEX, OCI_MANIFEST
 
 
 def digest(label: str) -> str:

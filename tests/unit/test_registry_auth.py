@@ -11,32 +11,29 @@ from typing import Any
 
 import pytest
 
-from webhook.registry.client import (
+from webhook.registry.auth import (
+    Challenge,
+    parse_challenges,
+    parse_retry_after,
+    parse_token_response,
+    token_request,
+)
+from webhook.registry.errors import AddressRefused, InternalError
+from webhook.registry.guard import AddressGuard, address_problem, api_host, host_in, split_host_port
+from webhook.registry.manifests import (
     ACCEPT_MANIFESTS,
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
-    AddressGuard,
-    AddressRefused,
-    Challenge,
     Descriptor,
-    InternalError,
     Platform,
-    address_problem,
-    api_host,
     choose_platform,
     compute_digest,
     digest_matches,
-    host_in,
     index_platforms,
     normalize_platform,
-    parse_challenges,
     parse_manifest,
-    parse_retry_after,
-    parse_token_response,
-    split_host_port,
-    token_request,
 )
 
 # ---------------------------------------------------------------------------------------------

@@ -34,18 +34,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from webhook.model.reference import DEFAULT_TAG, InvalidReference, Reference, parse_normalized
-from webhook.registry.client import (
+from webhook.registry.client import ManifestHead, Repository
+from webhook.registry.credentials import Keyring
+from webhook.registry.errors import RegistryError
+from webhook.registry.manifests import (
     DEFAULT_PLATFORM,
     INDEX_MEDIA_TYPES,
     Manifest,
-    ManifestHead,
     Platform,
-    RegistryError,
-    Repository,
     choose_platform,
     normalize_platform,
 )
-from webhook.registry.credentials import Keyring
 
 PRESERVE_ORIGINAL = "PreserveOriginal"
 LEGACY = "Legacy"

@@ -62,18 +62,10 @@ from webhook.model import streams
 from webhook.model.reference import InvalidReference, is_valid_digest, parse_normalized
 from webhook.model.streams import MIRRORED, is_mirrored
 from webhook.registry.blobs import PUSH, BlobClient, RequestTally, UploadSession
-from webhook.registry.client import (
-    ClientConfig,
-    Forbidden,
-    InternalError,
-    Manifest,
-    NotFound,
-    RegistryError,
-    Repository,
-    ResponseHook,
-    Unauthorized,
-)
+from webhook.registry.client import ClientConfig, Repository, ResponseHook
 from webhook.registry.credentials import Credential, Keyring
+from webhook.registry.errors import Forbidden, InternalError, NotFound, RegistryError, Unauthorized
+from webhook.registry.manifests import Manifest
 
 log = logging.getLogger(__name__)
 

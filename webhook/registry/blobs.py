@@ -15,7 +15,7 @@ token cache and `on_response` hook) that can also
   to use instead);
 - PUT and DELETE manifests.
 
-Every request goes through the base client's one request path, `RegistryClient._request`,
+Every request goes through the base client's one request path, `RegistryClient.request`,
 with the token scopes it needs. Requests with a streamed body are sent once (a stream cannot
 be replayed): they carry the authorization learnt by the bodiless request that opened the
 upload, and a 401 or 429 on them is an error for the caller to retry as a whole. Bodiless
@@ -40,26 +40,27 @@ from typing import Any
 import requests
 
 from webhook.model.reference import is_valid_digest
+from webhook.registry.auth import repository_scope
 from webhook.registry.client import (
-    ACCEPT_MANIFESTS,
-    DigestMismatch,
-    Forbidden,
-    InternalError,
     ManifestHead,
-    NotFound,
     QueryParams,
     RegistryClient,
-    RegistryError,
     Repository,
     RequestBody,
-    Unauthorized,
-    api_host,
-    compute_digest,
     connection_problem,
     error_detail,
     manifest_head,
-    repository_scope,
 )
+from webhook.registry.errors import (
+    DigestMismatch,
+    Forbidden,
+    InternalError,
+    NotFound,
+    RegistryError,
+    Unauthorized,
+)
+from webhook.registry.guard import api_host
+from webhook.registry.manifests import ACCEPT_MANIFESTS, compute_digest
 
 PULL = "pull"
 PUSH = "pull,push"
@@ -290,7 +291,7 @@ class BlobClient(RegistryClient):
         if not is_valid_digest(digest):
             raise InternalError(f"invalid blob digest {digest!r} for {repo.name}")
         path = f"/v2/{repo.path}/blobs/{digest}"
-        response = self._request("GET", repo, path, {}, stream=True)
+        response = self.request("GET", repo, path, {}, stream=True)
         with response:
             self._check(response, repo, f"blob {digest}", PULL)
             yield VerifiedBlob(
@@ -460,10 +461,10 @@ class BlobClient(RegistryClient):
     ) -> requests.Response:
         """One request to `repo`'s registry (`target`: a path, or an absolute upload URL)
         with a token for `scopes` (default: `repo` with `actions`), through the base
-        client's `_request`: never a redirect followed, and a path goes to the scheme the
+        client's `request`: never a redirect followed, and a path goes to the scheme the
         registry answered `/v2/` on, so a write is not tried on a guessed one."""
-        url = target if "://" in target else self._probed_url(repo, target)
-        return self._request(
+        url = target if "://" in target else self.probed_url(repo, target)
+        return self.request(
             method,
             repo,
             url,
@@ -511,7 +512,7 @@ class BlobClient(RegistryClient):
             raise Forbidden(f"{verb} {repo.name} is denied ({answered})", status=status)
         retry_after = None
         if status in (429, 503):
-            retry_after = self._retry_after(response)
+            retry_after = self.retry_after(response)
         raise InternalError(
             f"{what} in {repo.name}: {answered}", status=status, retry_after=retry_after
         )

@@ -1,638 +1,81 @@
-"""OCI distribution API v2 client: manifests by tag or digest, with registry auth.
+"""The OCI distribution API v2 client: manifests by tag or digest, with registry auth.
 
 What an import needs and nothing more: HEAD a manifest for its digest (cheap, and Docker Hub
 does not count it against the pull limit), GET it when the content matters (an index's
 platforms), with
 
-- auth from the `WWW-Authenticate` challenge: anonymous or basic-auth bearer tokens fetched
-  from the challenge's realm for `repository:NAME:pull`, reused per (registry, scope,
+- auth from the `WWW-Authenticate` challenge (`auth`): anonymous or basic-auth bearer tokens
+  fetched from the challenge's realm for `repository:NAME:pull`, reused per (registry, scope,
   credential) until they expire; or HTTP basic auth when the registry asks for it;
 - the digest of every fetched manifest verified against the digest asked for or advertised,
   and a size limit, so a registry (or anything between) cannot hand over other content;
 - connect/read timeouts, and `Retry-After` honoured on 429/503 a bounded number of times;
 - HTTPS with verified certificates unless the caller says insecure (`importPolicy.insecure`)
   or the operator listed the registry as insecure;
-- an address guard on every connection (registry, token realm, redirects): an ImageStream is
-  user input, so by default the controller refuses loopback, link-local (cloud metadata),
-  private and other non-global addresses unless the operator allowed that `host[:port]`.
-  The check happens where the socket is opened, on the addresses actually dialled, so DNS
-  rebinding between a check and the connect does not get around it.
+- the address guard (`guard`) on every connection it opens.
 
-Errors are typed after OpenShift's ImportSuccess condition reasons (NotFound, Unauthorized,
-Forbidden, InternalError) and carry a message a person can act on: registry host,
-repository, tag or digest, HTTP status. Credentials never reach a message or a log line.
-
-The parsing (challenge headers, token responses, manifests, platforms, Retry-After, address
-classes) is pure and lives in module-level functions; the client class is the thin HTTP edge.
+`RegistryClient.request` is the one request path, public for `blobs.BlobClient`'s reads,
+uploads and manifest writes: the challenge each registry sent last and the tokens are shared
+by all of them. Errors are the typed ones of `errors`; credentials never reach a message or a
+log line. The parsing lives in the pure modules (`auth`, `manifests`, `guard`); this is the
+thin HTTP edge.
 """
 
 from __future__ import annotations
 
 import base64
-import email.utils
 import hashlib
-import ipaddress
 import json
 import logging
-import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
-from urllib3.util import connection as urllib3_connection
 
 from webhook.model.reference import is_valid_digest
+from webhook.registry.auth import (
+    Challenge,
+    Token,
+    parse_challenges,
+    parse_retry_after,
+    parse_token_response,
+    pull_scope,
+    token_query,
+)
 from webhook.registry.credentials import Credential, canonical_registry
+from webhook.registry.errors import (
+    DigestMismatch,
+    Forbidden,
+    InternalError,
+    NotFound,
+    Unauthorized,
+)
+from webhook.registry.guard import (
+    AddressGuard,
+    Resolver,
+    api_host,
+    guarded_adapter,
+    host_in,
+    system_resolver,
+)
+from webhook.registry.manifests import (
+    ACCEPT_MANIFESTS,
+    Manifest,
+    compute_digest,
+    digest_matches,
+    parse_manifest,
+)
 
 log = logging.getLogger(__name__)
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
-IMAGE_MEDIA_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
-MANIFEST_MEDIA_TYPES = INDEX_MEDIA_TYPES | IMAGE_MEDIA_TYPES
-# Indexes first: without them a registry may answer a multi-arch tag with one platform.
-ACCEPT_MANIFESTS = ", ".join([OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
-
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the limit the distribution registry itself enforces
-DOCKER_HUB_API_HOST = "registry-1.docker.io"
 _ERROR_DETAIL_LIMIT = 300
 _TOKEN_CACHE_PRUNE_AT = 4096
-_HASHES = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
-
-
-# ---------------------------------------------------------------------------------------------
-# Errors
-
-
-class RegistryError(Exception):
-    """A failed registry operation; `reason` is the ImportSuccess condition reason."""
-
-    reason: ClassVar[str] = "InternalError"
-
-    def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        # Seconds the registry asked us to wait (429/503): the caller can schedule the retry.
-        self.retry_after = retry_after
-
-
-class NotFound(RegistryError):
-    reason = "NotFound"
-
-
-class Unauthorized(RegistryError):
-    reason = "Unauthorized"
-
-
-class Forbidden(RegistryError):
-    reason = "Forbidden"
-
-
-class InternalError(RegistryError):
-    reason = "InternalError"
-
-
-class AddressRefused(Forbidden):
-    """The address guard refused to connect. Deliberately not an OSError: urllib3 and requests
-    let it through unwrapped, so it reaches the caller with its own message."""
-
-
-class DigestMismatch(InternalError):
-    """The content fetched does not hash to the digest asked for or advertised."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure: WWW-Authenticate challenges and tokens
-
-
-@dataclass(frozen=True, slots=True)
-class Challenge:
-    scheme: str  # lowercased: "bearer", "basic"
-    params: Mapping[str, str] = field(default_factory=dict)  # names lowercased
-
-
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
-
-
-def _skip(text: str, i: int, chars: str) -> int:
-    while i < len(text) and text[i] in chars:
-        i += 1
-    return i
-
-
-def _read_token(text: str, i: int) -> tuple[str, int]:
-    start = i
-    while i < len(text) and text[i] in _TOKEN_CHARS:
-        i += 1
-    return text[start:i], i
-
-
-def _read_value(text: str, i: int) -> tuple[str, int]:
-    if i < len(text) and text[i] == '"':
-        chars: list[str] = []
-        i += 1
-        while i < len(text) and text[i] != '"':
-            if text[i] == "\\" and i + 1 < len(text):
-                i += 1
-            chars.append(text[i])
-            i += 1
-        return "".join(chars), i + 1
-    # Unquoted: a token by the RFC, but some registries send bare URLs, so read to a separator.
-    start = i
-    while i < len(text) and text[i] not in ", \t":
-        i += 1
-    return text[start:i], i
-
-
-def parse_challenges(header: str) -> list[Challenge]:
-    """Parse a `WWW-Authenticate` value (RFC 7235) into its challenges, in order.
-
-    `Bearer realm="https://auth.example/token",service="reg",scope="repository:a:pull"`
-    → [Challenge("bearer", {"realm": …, "service": "reg", "scope": …})]. Several challenges
-    may share one header, separated by commas; an unparsable tail is skipped, never raised.
-    """
-    challenges: list[Challenge] = []
-    i = 0
-    while i < len(header):
-        i = _skip(header, i, " \t,")
-        scheme, i = _read_token(header, i)
-        if not scheme:
-            i += 1  # a character that cannot start a challenge
-            continue
-        params: dict[str, str] = {}
-        while True:
-            name, after_name = _read_token(header, _skip(header, i, " \t"))
-            equals = _skip(header, after_name, " \t")
-            if not name or equals >= len(header) or header[equals] != "=":
-                break  # the next challenge's scheme, a token68, or the end
-            value, i = _read_value(header, _skip(header, equals + 1, " \t"))
-            params[name.lower()] = value
-            following = _skip(header, i, " \t")
-            if following < len(header) and header[following] == ",":
-                i = following + 1
-                continue
-            i = following
-            break
-        challenges.append(Challenge(scheme.lower(), params))
-    return challenges
-
-
-def repository_scope(repository: str, actions: str = "pull") -> str:
-    """The token scope for `actions` ("pull", "pull,push", "delete") on `repository`."""
-    return f"repository:{repository}:{actions}"
-
-
-def pull_scope(repository: str) -> str:
-    return repository_scope(repository, "pull")
-
-
-def token_query(challenge: Challenge, scopes: Sequence[str]) -> tuple[str, list[tuple[str, str]]]:
-    """The realm URL and query parameters (one `scope` each, then `service`) for a bearer
-    token that grants `scopes`."""
-    realm = challenge.params.get("realm", "")
-    if not realm.startswith(("https://", "http://")):
-        raise InternalError(f"the registry's bearer challenge names no usable realm: {realm!r}")
-    params = [("scope", scope) for scope in scopes]
-    if challenge.params.get("service"):
-        params.append(("service", challenge.params["service"]))
-    return realm, params
-
-
-def token_request(challenge: Challenge, repository: str) -> tuple[str, dict[str, str]]:
-    """The realm URL and query parameters for a bearer token that can pull `repository`."""
-    realm, params = token_query(challenge, [pull_scope(repository)])
-    return realm, dict(params)
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    value: str = field(repr=False)
-    expires_at: float  # on the client's monotonic clock
-
-
-# Tokens without `expires_in` live 60 s (distribution token spec); renew a little early so a
-# token does not expire between the check and the registry reading it.
-_DEFAULT_TOKEN_LIFETIME = 60.0
-_TOKEN_EXPIRY_MARGIN = 10.0
-
-
-def parse_token_response(body: Any, now: float) -> Token:
-    """`{"token": …}` or `{"access_token": …}` with an optional `expires_in` (seconds).
-
-    `issued_at` is ignored on purpose: expiry is measured on our own clock from when the
-    answer arrived, which is immune to clock skew between us and the token server.
-    """
-    if not isinstance(body, Mapping):
-        raise InternalError("the token server's answer is not a JSON object")
-    value = body.get("token") or body.get("access_token")
-    if not isinstance(value, str) or not value:
-        raise InternalError("the token server's answer holds no token")
-    lifetime = body.get("expires_in")
-    if not isinstance(lifetime, int | float) or isinstance(lifetime, bool) or lifetime <= 0:
-        lifetime = _DEFAULT_TOKEN_LIFETIME
-    margin = min(_TOKEN_EXPIRY_MARGIN, float(lifetime) / 2)
-    return Token(value, now + float(lifetime) - margin)
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """`Retry-After` as seconds from `now` (wall clock): delta-seconds or an HTTP date."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(int(text))
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure: manifests and platforms
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Platform:
-    os: str
-    architecture: str
-    variant: str = ""
-
-    def __str__(self) -> str:
-        text = f"{self.os}/{self.architecture}"
-        return f"{text}/{self.variant}" if self.variant else text
-
-
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm"}
-# Variants that a runtime assumes when the index leaves them out.
-_DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7"}
-
-
-def normalize_platform(os_name: str, architecture: str, variant: str = "") -> Platform:
-    """Lowercase, and fold the usual aliases (`x86_64` → `amd64`, `aarch64` → `arm64`)."""
-    arch = architecture.strip().lower()
-    return Platform(os_name.strip().lower(), _ARCH_ALIASES.get(arch, arch), variant.strip().lower())
-
-
-DEFAULT_PLATFORM = Platform("linux", "amd64")
-
-
-@dataclass(frozen=True, slots=True)
-class Descriptor:
-    media_type: str
-    digest: str
-    size: int
-    platform: Platform | None = None
-    annotations: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def is_attestation(self) -> bool:
-        """BuildKit's provenance/SBOM entries: listed in an index, but not runnable images."""
-        if self.annotations.get("vnd.docker.reference.type") == "attestation-manifest":
-            return True
-        return self.platform is not None and self.platform == Platform("unknown", "unknown")
-
-
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    """A fetched manifest: its verified digest, media type, raw bytes and, for an index, the
-    manifests it lists."""
-
-    digest: str
-    media_type: str
-    body: bytes = field(repr=False)
-    manifests: tuple[Descriptor, ...] = ()
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in INDEX_MEDIA_TYPES
-
-    @property
-    def size(self) -> int:
-        return len(self.body)
-
-    def platforms(self) -> tuple[Platform, ...]:
-        return index_platforms(self.manifests)
-
-
-def _media_type_of(document: Mapping[str, Any], content_type: str | None) -> str:
-    declared = document.get("mediaType")
-    if isinstance(declared, str) and declared:
-        return declared
-    header = (content_type or "").split(";", 1)[0].strip().lower()
-    if header in MANIFEST_MEDIA_TYPES:
-        return header
-    # OCI allows leaving mediaType out; the shape then tells the kind.
-    if isinstance(document.get("manifests"), list):
-        return OCI_INDEX
-    if isinstance(document.get("config"), Mapping) and isinstance(document.get("layers"), list):
-        return OCI_MANIFEST
-    if document.get("schemaVersion") == 1:
-        return "application/vnd.docker.distribution.manifest.v1+json"
-    return header or "unknown"
-
-
-def _parse_descriptor(item: Any) -> Descriptor:
-    if not isinstance(item, Mapping):
-        raise InternalError("an index entry is not a JSON object")
-    digest = item.get("digest")
-    if not isinstance(digest, str) or not is_valid_digest(digest):
-        raise InternalError(f"an index entry has an invalid digest: {digest!r}")
-    media_type = item.get("mediaType")
-    size = item.get("size")
-    platform = None
-    raw_platform = item.get("platform")
-    if isinstance(raw_platform, Mapping):
-        platform = normalize_platform(
-            str(raw_platform.get("os", "")),
-            str(raw_platform.get("architecture", "")),
-            str(raw_platform.get("variant", "") or ""),
-        )
-    annotations = item.get("annotations")
-    return Descriptor(
-        media_type=media_type if isinstance(media_type, str) else "",
-        digest=digest,
-        size=size if isinstance(size, int) and not isinstance(size, bool) else -1,
-        platform=platform,
-        annotations=(
-            {str(k): str(v) for k, v in annotations.items()}
-            if isinstance(annotations, Mapping)
-            else {}
-        ),
-    )
-
-
-def parse_manifest(body: bytes, content_type: str | None, digest: str) -> Manifest:
-    """Parse manifest bytes (already digest-verified) of one of the four accepted types."""
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InternalError(f"manifest {digest} is not valid JSON: {error}") from None
-    if not isinstance(document, Mapping):
-        raise InternalError(f"manifest {digest} is not a JSON object")
-    media_type = _media_type_of(document, content_type)
-    if media_type not in MANIFEST_MEDIA_TYPES:
-        raise InternalError(
-            f"manifest {digest} has unsupported media type {media_type!r}; supported: OCI image"
-            " index and manifest, Docker manifest list and schema 2 manifest"
-        )
-    manifests: tuple[Descriptor, ...] = ()
-    if media_type in INDEX_MEDIA_TYPES:
-        entries = document.get("manifests")
-        if not isinstance(entries, list):
-            raise InternalError(f"index {digest} has no manifests list")
-        manifests = tuple(_parse_descriptor(item) for item in entries)
-    return Manifest(digest=digest, media_type=media_type, body=body, manifests=manifests)
-
-
-def index_platforms(descriptors: Iterable[Descriptor]) -> tuple[Platform, ...]:
-    """The runnable platforms of an index, in index order, without attestations or repeats."""
-    seen: list[Platform] = []
-    for descriptor in descriptors:
-        if (
-            descriptor.platform
-            and not descriptor.is_attestation
-            and descriptor.platform not in seen
-        ):
-            seen.append(descriptor.platform)
-    return tuple(seen)
-
-
-def choose_platform(descriptors: Sequence[Descriptor], wanted: Platform) -> Descriptor | None:
-    """The index entry a runtime on `wanted` would pull, or None.
-
-    OS and architecture must match. With a wanted variant, an entry with that variant (or
-    none, when the wanted variant is the architecture's default) wins; without one, an entry
-    with no variant or the default variant wins over other variants; otherwise index order.
-    """
-    default_variant = _DEFAULT_VARIANT.get(wanted.architecture, "")
-    wanted_variant = wanted.variant or default_variant
-    best: tuple[int, Descriptor] | None = None
-    for descriptor in descriptors:
-        platform = descriptor.platform
-        if platform is None or descriptor.is_attestation:
-            continue
-        if platform.os != wanted.os or platform.architecture != wanted.architecture:
-            continue
-        variant = platform.variant or default_variant
-        if variant == wanted_variant:
-            rank = 0
-        elif wanted.variant:
-            continue  # a specific variant was asked for and this is another one
-        else:
-            rank = 1
-        if best is None or rank < best[0]:
-            best = (rank, descriptor)
-    return best[1] if best else None
-
-
-def compute_digest(body: bytes, algorithm: str = "sha256") -> str:
-    hasher = _HASHES.get(algorithm)
-    if hasher is None:
-        raise InternalError(f"unsupported digest algorithm {algorithm!r}")
-    return f"{algorithm}:{hasher(body).hexdigest()}"
-
-
-def digest_matches(body: bytes, digest: str) -> bool:
-    algorithm = digest.split(":", 1)[0]
-    return algorithm in _HASHES and compute_digest(body, algorithm) == digest
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure: registry hosts and the address guard
-
-
-def api_host(registry: str) -> str:
-    """Where a registry's API lives: Docker Hub's is not at `docker.io`."""
-    canonical = canonical_registry(registry)
-    return DOCKER_HUB_API_HOST if canonical == "docker.io" else canonical
-
-
-def split_host_port(hostport: str) -> tuple[str, int | None]:
-    """`host:5000` → ("host", 5000); `[::1]:5000` → ("::1", 5000); no port → None."""
-    text = hostport.strip().lower()
-    if "://" in text:
-        text = text.split("://", 1)[1]
-    text = text.split("/", 1)[0]
-    if text.startswith("["):
-        end = text.find("]")
-        host, rest = text[1:end], text[end + 1 :]
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        host, port_text = text, ""  # a bare IPv6 address or no port
-    return host, (int(port_text) if port_text.isdigit() else None)
-
-
-def host_in(hostport: str, listed: Iterable[str], port: int | None = None) -> bool:
-    """Whether `hostport` (or host plus an explicit connection `port`) is in `listed`.
-
-    An entry with a port matches that port only; an entry without one matches the host on
-    the default ports (443, 80) only, so allowing `registry.internal` does not open every
-    service on that machine.
-    """
-    host, own_port = split_host_port(hostport)
-    effective = port if port is not None else own_port
-    for entry in listed:
-        entry_host, entry_port = split_host_port(entry)
-        if canonical_registry(entry_host) != canonical_registry(host):
-            continue
-        if entry_port is None and effective in (None, 80, 443):
-            return True
-        if entry_port is not None and entry_port == effective:
-            return True
-    return False
-
-
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def address_problem(address: IPAddress) -> str | None:
-    """Why an import must not connect to `address` by default, or None for a public address."""
-    if isinstance(address, ipaddress.IPv6Address):
-        # IPv4 hidden inside IPv6 reaches the same IPv4 host, so judge that host.
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and address in _NAT64:
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if embedded is not None:
-            return address_problem(embedded)
-    if address.is_loopback:
-        return "a loopback address"
-    if address.is_link_local:
-        return "a link-local address (where cloud metadata services answer)"
-    if address.is_unspecified:
-        return "the unspecified address"
-    if address.is_multicast:
-        return "a multicast address"
-    if address.is_private:
-        return "a private address"
-    if address.is_reserved or not address.is_global:
-        return "a reserved or internal address"
-    return None
-
-
-Resolver = Callable[[str, int], list[str]]
-
-
-def system_resolver(host: str, port: int) -> list[str]:
-    """All addresses of `host`, as the system resolver returns them (raises socket.gaierror)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    addresses: list[str] = []
-    for info in infos:
-        address = str(info[4][0])
-        if address not in addresses:
-            addresses.append(address)
-    return addresses
-
-
-class AddressGuard:
-    """Resolves a host and refuses non-global addresses unless the operator allowed it."""
-
-    def __init__(self, allowed: Iterable[str] = (), resolver: Resolver = system_resolver) -> None:
-        self.allowed = tuple(allowed)
-        self._resolver = resolver
-
-    def check(self, host: str, port: int) -> list[str]:
-        """The addresses to dial for `host:port`; raises AddressRefused if any is internal.
-
-        One internal address refuses the whole name: a name that resolves both inside and
-        outside is exactly what a rebinding attack looks like.
-        """
-        host = host.strip("[]").rstrip(".")
-        addresses = self._resolver(host, port)
-        if host_in(host, self.allowed, port):
-            return addresses
-        for text in addresses:
-            problem = address_problem(ipaddress.ip_address(text.split("%", 1)[0]))
-            if problem:
-                shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                raise AddressRefused(
-                    f"refusing to contact {shown}: it resolves to {text}, {problem}; an"
-                    " ImageStream may not make the cluster call internal addresses (an operator"
-                    f" can allow this registry with --allow-registry {shown})"
-                )
-        return addresses
-
-
-# ---------------------------------------------------------------------------------------------
-# The HTTP edge: guarded connections
-
-
-def _guarded_socket(conn: HTTPConnection, guard: AddressGuard) -> socket.socket:
-    """urllib3's `_new_conn`, dialling only the addresses the guard approved."""
-    try:
-        addresses = guard.check(conn.host, conn.port)
-    except socket.gaierror as error:
-        raise NameResolutionError(conn.host, conn, error) from error
-    failure: Exception | None = None
-    for address in addresses:
-        try:
-            return urllib3_connection.create_connection(
-                (address, conn.port),
-                conn.timeout,
-                source_address=conn.source_address,
-                socket_options=conn.socket_options,
-            )
-        except TimeoutError:
-            failure = ConnectTimeoutError(
-                conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
-            )
-        except OSError as error:
-            failure = NewConnectionError(conn, f"Failed to establish a new connection: {error}")
-    raise failure or NewConnectionError(conn, f"no address for {conn.host}")
-
-
-def _guarded_adapter(guard: AddressGuard) -> HTTPAdapter:
-    # Classes per adapter: urllib3 builds connections from a class, and the only per-pool
-    # hook that does not disturb its pool keys is the class itself.
-    class GuardedHTTPConnection(HTTPConnection):
-        def _new_conn(self) -> socket.socket:
-            return _guarded_socket(self, guard)
-
-    class GuardedHTTPSConnection(HTTPSConnection):
-        def _new_conn(self) -> socket.socket:
-            return _guarded_socket(self, guard)
-
-    class GuardedHTTPPool(HTTPConnectionPool):
-        ConnectionCls = GuardedHTTPConnection
-
-    class GuardedHTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = GuardedHTTPSConnection
-
-    class GuardedAdapter(HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {
-                "http": GuardedHTTPPool,
-                "https": GuardedHTTPSPool,
-            }
-
-    return GuardedAdapter(max_retries=0)
-
-
-# ---------------------------------------------------------------------------------------------
-# The client
 
 
 @dataclass(frozen=True, slots=True)
@@ -808,7 +251,7 @@ class RegistryClient:
         # through the guarded adapter, and what is trusted is configuration, not ambient.
         self._session.trust_env = False
         self._session.headers["User-Agent"] = self.config.user_agent
-        adapter = _guarded_adapter(AddressGuard(self.config.allowed_registries, resolver))
+        adapter = guarded_adapter(AddressGuard(self.config.allowed_registries, resolver))
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
 
@@ -826,7 +269,7 @@ class RegistryClient:
     def head_manifest(self, repo: Repository, reference: str) -> ManifestHead:
         """The digest of `repo:reference` (a tag or a digest) without fetching the content."""
         path = f"/v2/{repo.path}/manifests/{reference}"
-        response = self._request("HEAD", repo, path, {"Accept": ACCEPT_MANIFESTS})
+        response = self.request("HEAD", repo, path, {"Accept": ACCEPT_MANIFESTS})
         with response:
             self._raise_for_status(response, repo, reference)
             return manifest_head(response, repo, reference)
@@ -835,7 +278,7 @@ class RegistryClient:
         """Fetch and verify `repo:reference`: its digest is checked against the one asked for
         (a digest reference) or the one the registry advertised (a tag)."""
         path = f"/v2/{repo.path}/manifests/{reference}"
-        response = self._request("GET", repo, path, {"Accept": ACCEPT_MANIFESTS}, stream=True)
+        response = self.request("GET", repo, path, {"Accept": ACCEPT_MANIFESTS}, stream=True)
         with response:
             self._raise_for_status(response, repo, reference)
             body = self._read_limited(response, repo, reference)
@@ -921,7 +364,7 @@ class RegistryClient:
             )
         retry_after = None
         if status in (429, 503):
-            retry_after = self._retry_after(response)
+            retry_after = self.retry_after(response)
             later = f", retry after {retry_after:.0f}s" if retry_after is not None else ""
             raise InternalError(
                 f"registry {host} is rate limiting or unavailable for {where} ({answered}{later})",
@@ -942,19 +385,19 @@ class RegistryClient:
 
     # -- requests with auth and retries -----------------------------------------------------
     #
-    # The one request path, for this client's pulls and for subclasses (`blobs.BlobClient`
-    # sends its blob reads, uploads, mounts and manifest writes through `_request` too): the
-    # challenge each registry sent last and the tokens per (registry, scopes, identity) are
-    # shared by all of them.
+    # The one request path, public for the other operations on registries (`blobs.BlobClient`
+    # sends its blob reads, uploads, mounts and manifest writes through `request`, writes to
+    # the `probed_url`): the challenge each registry sent last and the tokens per (registry,
+    # scopes, identity) are shared by all of them.
 
     def _insecure(self, repo: Repository) -> bool:
         return repo.insecure or host_in(api_host(repo.registry), self.config.insecure_registries)
 
-    def _retry_after(self, response: requests.Response) -> float | None:
+    def retry_after(self, response: requests.Response) -> float | None:
         """The seconds a response's `Retry-After` asks to wait, or None."""
         return parse_retry_after(response.headers.get("Retry-After"), self._wall_clock())
 
-    def _request(
+    def request(
         self,
         method: str,
         repo: Repository,
@@ -1023,7 +466,7 @@ class RegistryClient:
             f"could not reach registry {host} for {repo.name}: {connection_problem(failure)}{hint}"
         ) from None
 
-    def _probed_url(self, repo: Repository, path: str) -> str:
+    def probed_url(self, repo: Repository, path: str) -> str:
         """The absolute URL of `path` on `repo`'s registry, for requests that should not be
         tried on a guessed scheme (writes): https, or for an insecure registry whichever of
         https and http answers an anonymous `GET /v2/` (learnt once per host; the challenge
@@ -1226,7 +669,7 @@ class RegistryClient:
                 or attempt >= self.config.max_retries
             ):
                 return response
-            wait = self._retry_after(response)
+            wait = self.retry_after(response)
             if wait is None:
                 wait = min(2.0**attempt, self.config.max_retry_wait)  # 1 s, 2 s, 4 s …
             if wait > self.config.max_retry_wait:

@@ -1,0 +1,197 @@
+"""Registry hosts and the address guard: where a registry's API is, and whom we may dial.
+
+An ImageStream is user input, so by default the controller refuses to connect to loopback,
+link-local (cloud metadata), private and other non-global addresses unless the operator
+allowed that `host[:port]`. The check happens on every connection (registry, token realm,
+redirects) where the socket is opened, on the addresses actually dialled, so DNS rebinding
+between a check and the connect does not get around it: `guarded_adapter` is the `requests`
+adapter that does this, `AddressGuard` the rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util import connection as urllib3_connection
+
+from webhook.registry.credentials import canonical_registry
+from webhook.registry.errors import AddressRefused
+
+DOCKER_HUB_API_HOST = "registry-1.docker.io"
+
+
+def api_host(registry: str) -> str:
+    """Where a registry's API lives: Docker Hub's is not at `docker.io`."""
+    canonical = canonical_registry(registry)
+    return DOCKER_HUB_API_HOST if canonical == "docker.io" else canonical
+
+
+def split_host_port(hostport: str) -> tuple[str, int | None]:
+    """`host:5000` → ("host", 5000); `[::1]:5000` → ("::1", 5000); no port → None."""
+    text = hostport.strip().lower()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    text = text.split("/", 1)[0]
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[1:end], text[end + 1 :]
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, ""  # a bare IPv6 address or no port
+    return host, (int(port_text) if port_text.isdigit() else None)
+
+
+def host_in(hostport: str, listed: Iterable[str], port: int | None = None) -> bool:
+    """Whether `hostport` (or host plus an explicit connection `port`) is in `listed`.
+
+    An entry with a port matches that port only; an entry without one matches the host on
+    the default ports (443, 80) only, so allowing `registry.internal` does not open every
+    service on that machine.
+    """
+    host, own_port = split_host_port(hostport)
+    effective = port if port is not None else own_port
+    for entry in listed:
+        entry_host, entry_port = split_host_port(entry)
+        if canonical_registry(entry_host) != canonical_registry(host):
+            continue
+        if entry_port is None and effective in (None, 80, 443):
+            return True
+        if entry_port is not None and entry_port == effective:
+            return True
+    return False
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def address_problem(address: IPAddress) -> str | None:
+    """Why an import must not connect to `address` by default, or None for a public address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        # IPv4 hidden inside IPv6 reaches the same IPv4 host, so judge that host.
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return address_problem(embedded)
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address (where cloud metadata services answer)"
+    if address.is_unspecified:
+        return "the unspecified address"
+    if address.is_multicast:
+        return "a multicast address"
+    if address.is_private:
+        return "a private address"
+    if address.is_reserved or not address.is_global:
+        return "a reserved or internal address"
+    return None
+
+
+Resolver = Callable[[str, int], list[str]]
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """All addresses of `host`, as the system resolver returns them (raises socket.gaierror)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses: list[str] = []
+    for info in infos:
+        address = str(info[4][0])
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+class AddressGuard:
+    """Resolves a host and refuses non-global addresses unless the operator allowed it."""
+
+    def __init__(self, allowed: Iterable[str] = (), resolver: Resolver = system_resolver) -> None:
+        self.allowed = tuple(allowed)
+        self._resolver = resolver
+
+    def check(self, host: str, port: int) -> list[str]:
+        """The addresses to dial for `host:port`; raises AddressRefused if any is internal.
+
+        One internal address refuses the whole name: a name that resolves both inside and
+        outside is exactly what a rebinding attack looks like.
+        """
+        host = host.strip("[]").rstrip(".")
+        addresses = self._resolver(host, port)
+        if host_in(host, self.allowed, port):
+            return addresses
+        for text in addresses:
+            problem = address_problem(ipaddress.ip_address(text.split("%", 1)[0]))
+            if problem:
+                shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                raise AddressRefused(
+                    f"refusing to contact {shown}: it resolves to {text}, {problem}; an"
+                    " ImageStream may not make the cluster call internal addresses (an operator"
+                    f" can allow this registry with --allow-registry {shown})"
+                )
+        return addresses
+
+
+# ---------------------------------------------------------------------------------------------
+# The HTTP edge: guarded connections
+
+
+def _guarded_socket(conn: HTTPConnection, guard: AddressGuard) -> socket.socket:
+    """urllib3's `_new_conn`, dialling only the addresses the guard approved."""
+    try:
+        addresses = guard.check(conn.host, conn.port)
+    except socket.gaierror as error:
+        raise NameResolutionError(conn.host, conn, error) from error
+    failure: Exception | None = None
+    for address in addresses:
+        try:
+            return urllib3_connection.create_connection(
+                (address, conn.port),
+                conn.timeout,
+                source_address=conn.source_address,
+                socket_options=conn.socket_options,
+            )
+        except TimeoutError:
+            failure = ConnectTimeoutError(
+                conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
+            )
+        except OSError as error:
+            failure = NewConnectionError(conn, f"Failed to establish a new connection: {error}")
+    raise failure or NewConnectionError(conn, f"no address for {conn.host}")
+
+
+def guarded_adapter(guard: AddressGuard) -> HTTPAdapter:
+    # Classes per adapter: urllib3 builds connections from a class, and the only per-pool
+    # hook that does not disturb its pool keys is the class itself.
+    class GuardedHTTPConnection(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            return _guarded_socket(self, guard)
+
+    class GuardedHTTPSConnection(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            return _guarded_socket(self, guard)
+
+    class GuardedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    class GuardedAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {
+                "http": GuardedHTTPPool,
+                "https": GuardedHTTPSPool,
+            }
+
+    return GuardedAdapter(max_retries=0)
