@@ -8,7 +8,7 @@ import pytest
 from streamdata import DIGEST_A, DIGEST_B, image_stream
 
 from webhook.controller.importer import ImportResult
-from webhook.controller.reconciler import (
+from webhook.controller.planning import (
     RETRY,
     SCHEDULED,
     SPEC,

@@ -23,12 +23,24 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from webhook.controller import importer
 from webhook.controller.importer import ImportResult
 from webhook.controller.metrics import ControllerMetrics
+from webhook.controller.planning import (
+    INITIAL_BACKOFF,
+    MAX_BACKOFF,
+    StreamState,
+    apply_results,
+    backoff,
+    current_images,
+    due_tags,
+    next_visit,
+    status_tags_of,
+    with_status_tags,
+)
 from webhook.controller.policy_labels import PolicyLabeler
 from webhook.controller.ratelimit import ImportLimiter
 from webhook.kube import api, errors
@@ -44,9 +56,6 @@ from webhook.registry.credentials import DOCKERCFG_TYPE, DOCKERCONFIGJSON_TYPE, 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
-
-INITIAL_BACKOFF = 5.0
-MAX_BACKOFF = 300.0
 
 
 @dataclass(frozen=True)
@@ -68,133 +77,6 @@ class ControllerOptions:
     local_registry_secret: str | None = None  # "namespace/name", dockerconfigjson
     history_limit: int = mirror.DEFAULT_HISTORY_LIMIT
     mirror_workers: int = 2
-
-
-# --- per-tag memory ----------------------------------------------------------------------
-
-
-@dataclass
-class TagState:
-    """What the controller remembers of one tag between passes (lost on restart: safe)."""
-
-    previous: ImportResult | None = None  # last success, for the HEAD shortcut
-    failures: int = 0
-    retry_at: float = 0.0
-    next_scheduled: float | None = None
-    last_checked: float | None = None
-
-
-@dataclass
-class StreamState:
-    tags: dict[str, TagState] = field(default_factory=dict)
-
-    def tag(self, name: str) -> TagState:
-        return self.tags.setdefault(name, TagState())
-
-
-# --- pure planning -----------------------------------------------------------------------
-
-SPEC, RETRY, SCHEDULED = "spec", "retry", "scheduled"
-
-
-def is_registry_tag(spec: TagReference) -> bool:
-    return spec.source is not None and spec.source.kind == streams.DOCKER_IMAGE
-
-
-def has_failed_at(stream: ImageStream, spec: TagReference) -> bool:
-    """The tag's latest answer at its generation is a failed import."""
-    history = stream.history(spec.name)
-    generation = streams.tag_generation(stream, spec)
-    return history is not None and any(
-        c.type == streams.IMPORT_SUCCESS and c.status == "False" and c.generation >= generation
-        for c in history.conditions
-    )
-
-
-def due_tags(
-    stream: ImageStream, state: StreamState, now: float, interval: float
-) -> list[tuple[TagReference, str]]:
-    """The DockerImage tags to import now, and why.
-
-    No I/O; its one side effect is to give a scheduled tag seen for the first time its
-    first check time, spread over the interval (recorded in `state`).
-    """
-    due = []
-    for spec in stream.spec_tags:
-        if not is_registry_tag(spec):
-            continue
-        tag = state.tag(spec.name)
-        if spec.reference:
-            if streams.seen_generation(stream.history(spec.name)) != streams.tag_generation(
-                stream, spec
-            ):
-                due.append((spec, SPEC))
-        elif streams.needs_import(stream, spec):
-            due.append((spec, SPEC))
-        elif has_failed_at(stream, spec):
-            if tag.retry_at <= now:
-                due.append((spec, RETRY))
-        elif spec.scheduled:
-            if tag.next_scheduled is None:  # first sight: spread over the interval
-                tag.next_scheduled = now + interval * random.random()
-            if tag.next_scheduled <= now:
-                due.append((spec, SCHEDULED))
-    return due
-
-
-def next_visit(stream: ImageStream, state: StreamState, now: float) -> float | None:
-    """Seconds until the earliest scheduled check or retry of this stream, or None."""
-    times = []
-    for spec in stream.spec_tags:
-        tag = state.tags.get(spec.name)
-        if tag is None or not is_registry_tag(spec):
-            continue
-        if tag.failures and has_failed_at(stream, spec):
-            times.append(tag.retry_at)
-        elif spec.scheduled and tag.next_scheduled is not None:
-            times.append(tag.next_scheduled)
-    return max(0.0, min(times) - now) if times else None
-
-
-def backoff(failures: int, retry_after: float | None, cap: float) -> float:
-    """Exponential from INITIAL_BACKOFF, capped, never sooner than a registry asked."""
-    delay: float = min(cap, INITIAL_BACKOFF * 2.0 ** max(0, failures - 1))
-    return max(delay * random.uniform(0.8, 1.0), retry_after or 0.0)
-
-
-def apply_results(
-    status_tags: Iterable[Mapping[str, Any]], results: Iterable[ImportResult]
-) -> tuple[list[dict[str, Any]], bool]:
-    tags = [dict(t) for t in status_tags]
-    changed = False
-    for result in results:
-        if result.event is not None:
-            tags, moved = streams.record_event(tags, result.tag, result.event)
-        else:
-            assert result.condition is not None
-            tags, moved = streams.record_failure(tags, result.tag, result.condition)
-        changed |= moved
-    return tags, changed
-
-
-def _status_tags(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return list((obj.get("status") or {}).get("tags") or [])
-
-
-def with_status_tags(obj: Mapping[str, Any], status_tags: list[dict[str, Any]]) -> dict[str, Any]:
-    status = dict(obj.get("status") or {})
-    status["tags"] = status_tags
-    return {**obj, "status": status}
-
-
-def current_images(obj: Mapping[str, Any]) -> dict[str, str]:
-    """tag → current image reference: what triggers and logs care about."""
-    images = {}
-    for entry in (obj.get("status") or {}).get("tags") or []:
-        items = entry.get("items") or []
-        if items:
-            images[entry["tag"]] = str(items[0].get("dockerImageReference", ""))
-    return images
 
 
 # --- the cache the watch feeds -----------------------------------------------------------
@@ -473,7 +355,7 @@ class Controller:
         Same-stream aliases track their source on every pass (against the status this pass
         is about to write); other sources are copied once per generation.
         """
-        status_tags, _ = apply_results(_status_tags(obj), registry_results)
+        status_tags, _ = apply_results(status_tags_of(obj), registry_results)
         current = with_status_tags(obj, status_tags)
         results = []
         for spec in stream.spec_tags:
@@ -548,7 +430,7 @@ class Controller:
         """
 
         def change(current: Mapping[str, Any]) -> Mapping[str, Any] | None:
-            status_tags, changed = apply_results(_status_tags(current), results)
+            status_tags, changed = apply_results(status_tags_of(current), results)
             body = with_status_tags(current, status_tags)
             if self.options.local_registry:
                 status_tags, trimmed = mirror.trim_history(status_tags, self.options.history_limit)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from webhook.kube.connect import GROUP, PLURAL, VERSION
+from webhook.model.backoff import backoff
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,7 @@ class Watcher:
         return bool(getattr(self._index, "ready", False))
 
     def _backoff(self, failures: int) -> float:
-        base: float = min(self._max_backoff, 0.5 * 2 ** min(failures, 10))
-        return base * random.uniform(0.5, 1.0)
+        return backoff(failures, initial=1.0, cap=self._max_backoff, jitter=0.5)
 
     def _list(self) -> str:
         response = self._list_fn(*self._args, _preload_content=False)
