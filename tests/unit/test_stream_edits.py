@@ -10,6 +10,7 @@ import pytest
 
 from webhook.cli import edits as se
 from webhook.cli.edits import EditError, Source, StreamTag, TagOptions
+from webhook.model.workloads import WORKLOADS
 
 A, B, C = ("sha256:" + ch * 64 for ch in "abc")
 REG = "quay.io/keycloak/keycloak"
@@ -516,8 +517,8 @@ def test_workload_arguments(text: str, kind: str, name: str) -> None:
 
 
 def test_workload_type_names() -> None:
-    assert se.WORKLOAD_KINDS["Deployment"].type_name == "deployment.apps"
-    assert se.WORKLOAD_KINDS["Pod"].type_name == "pod"
+    assert WORKLOADS["Deployment"].type_name == "deployment.apps"
+    assert WORKLOADS["Pod"].type_name == "pod"
 
 
 @pytest.mark.parametrize("text", ["web", "svc/web", "deploy/", "deploy/a/b"])

@@ -24,7 +24,12 @@ from typing import Any
 
 from webhook.model import reference, streams
 from webhook.model.streams import ImageStream
-from webhook.model.workloads import POD_SPEC_PATHS, RESOLVE_NAMES_ANNOTATION
+from webhook.model.workloads import (
+    POD_SPEC_PATHS,
+    RESOLVE_NAMES_ANNOTATION,
+    WORKLOADS,
+    WorkloadKind,
+)
 
 API_VERSION = "image.openshift.io/v1"
 STREAM_RESOURCE = "imagestreams.image.openshift.io"
@@ -651,47 +656,6 @@ def _walk(obj: Any, path: Sequence[str]) -> Any:
 # --- workloads ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class WorkloadKind:
-    kind: str
-    resource: str  # plural, as `kubectl get` and oc's tables name it
-    group: str  # "" for the core group
-    api: str  # which kubernetes client API class serves it: core, apps, batch
-    method: str  # the client's method suffix: read_namespaced_<method>
-
-    @property
-    def type_name(self) -> str:
-        """kubectl's `kind.group` printed before `/name`: deployment.apps, pod."""
-        singular = self.kind.lower()
-        return f"{singular}.{self.group}" if self.group else singular
-
-
-WORKLOAD_KINDS: Mapping[str, WorkloadKind] = {
-    k.kind: k
-    for k in (
-        WorkloadKind("Deployment", "deployments", "apps", "apps", "deployment"),
-        WorkloadKind("StatefulSet", "statefulsets", "apps", "apps", "stateful_set"),
-        WorkloadKind("DaemonSet", "daemonsets", "apps", "apps", "daemon_set"),
-        WorkloadKind("ReplicaSet", "replicasets", "apps", "apps", "replica_set"),
-        WorkloadKind("Job", "jobs", "batch", "batch", "job"),
-        WorkloadKind("CronJob", "cronjobs", "batch", "batch", "cron_job"),
-        WorkloadKind(
-            "ReplicationController", "replicationcontrollers", "", "core", "replication_controller"
-        ),
-        WorkloadKind("Pod", "pods", "", "core", "pod"),
-    )
-}
-_KIND_ALIASES = {
-    "deploy": "Deployment",
-    "sts": "StatefulSet",
-    "ds": "DaemonSet",
-    "rs": "ReplicaSet",
-    "cj": "CronJob",
-    "rc": "ReplicationController",
-    "po": "Pod",
-}
-
-
 def parse_workload(text: str) -> tuple[WorkloadKind, str]:
     """`deploy/NAME`, `deployment.apps/NAME`, `sts/NAME`, … → (kind, name)."""
     kind_text, sep, name = text.partition("/")
@@ -702,9 +666,8 @@ def parse_workload(text: str) -> tuple[WorkloadKind, str]:
 
 def workload_kind(text: str) -> WorkloadKind:
     key = text.lower().split(".", 1)[0]
-    for kind in WORKLOAD_KINDS.values():
-        names = {kind.kind.lower(), kind.resource}
-        if key in names or _KIND_ALIASES.get(key) == kind.kind:
+    for kind in WORKLOADS.values():
+        if kind.user_verbs and key in {kind.kind.lower(), kind.resource, *kind.short_names}:
             return kind
     known = "deploy, sts, ds, rs, job, cronjob, rc, pod"
     raise EditError(

@@ -21,6 +21,7 @@ import jsonpatch
 import yaml
 
 from webhook.cli.resolve import split_documents
+from webhook.kube import api, errors
 from webhook.kube.connect import GROUP, PLURAL, VERSION
 from webhook.kube.policy_cache import PolicyStreamView, StreamImages, load_policy_documents
 from webhook.kube.watch import Tee
@@ -167,46 +168,36 @@ def run(
 
 
 def _cluster_policies(api_client: Any) -> list[dict[str, Any]]:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    custom: Any = client.CustomObjectsApi(api_client)
+    custom = api.custom_objects(api_client)
     try:
         result = custom.list_cluster_custom_object(policy.GROUP, policy.VERSION, policy.PLURAL)
-    except ApiException as err:
-        if err.status == 404:
+    except errors.ApiException as err:
+        if errors.status_of(err) == errors.NOT_FOUND:
             return []  # the ImagePolicy CRD is not installed: no policies
-        raise ValueError(f"listing ImagePolicies failed: {err.status} {err.reason}") from err
+        raise ValueError(f"listing ImagePolicies failed: {errors.describe(err)}") from err
     return list(result.get("items") or [])
 
 
 def _cluster_streams(api_client: Any, namespaces: Iterable[str]) -> list[dict[str, Any]]:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    custom: Any = client.CustomObjectsApi(api_client)
+    custom = api.custom_objects(api_client)
     found: list[dict[str, Any]] = []
     for namespace in namespaces:
         try:
             result = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-        except ApiException as err:
+        except errors.ApiException as err:
             raise ValueError(
-                f"listing ImageStreams in {namespace} failed: {err.status} {err.reason}"
+                f"listing ImageStreams in {namespace} failed: {errors.describe(err)}"
             ) from err
         found.extend(result.get("items") or [])
     return found
 
 
 def _cluster_labels(api_client: Any, name: str) -> dict[str, str]:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    core: Any = client.CoreV1Api(api_client)
     try:
-        response = core.read_namespace(name, _preload_content=False)
-    except ApiException as err:
-        if err.status == 404:
+        response = api.core(api_client).read_namespace(name, _preload_content=False)
+    except errors.ApiException as err:
+        if errors.status_of(err) == errors.NOT_FOUND:
             return {}  # not created yet: only its name label
-        raise ValueError(f"reading namespace {name} failed: {err.status} {err.reason}") from err
+        raise ValueError(f"reading namespace {name} failed: {errors.describe(err)}") from err
     labels = (json.loads(response.data).get("metadata") or {}).get("labels") or {}
     return {str(k): str(v) for k, v in labels.items()}

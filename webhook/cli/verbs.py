@@ -32,17 +32,18 @@ from webhook.cli.edits import (
     Source,
     StreamTag,
     TagOptions,
-    WorkloadKind,
 )
 from webhook.cli.tabwriter import tabwrite
 from webhook.controller.triggers import TriggerReconciler
+from webhook.kube import api as kube_api
 from webhook.kube import connect as kube
+from webhook.kube import errors
 from webhook.kube.connect import GROUP, PLURAL, VERSION
 from webhook.model import triggers
 from webhook.model.streams import IMAGE_STREAM_TAG, ImageStream, parse_image_stream
+from webhook.model.workloads import WorkloadKind
 
 T = TypeVar("T")
-_CONFLICT_RETRIES = 5
 _MERGE = "application/merge-patch+json"
 
 
@@ -139,20 +140,17 @@ class Api:
     # -- workloads --
 
     def read_workload(self, kind: WorkloadKind, namespace: str, name: str) -> dict[str, Any]:
-        reader = getattr(self._typed(kind), f"read_namespaced_{kind.method}")
+        reader = getattr(self._typed(kind), f"read_namespaced_{kind.snake_name}")
         return self._raw(reader, name, namespace)
 
     def patch_workload(
         self, kind: WorkloadKind, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]:
-        patcher = getattr(self._typed(kind), f"patch_namespaced_{kind.method}")
+        patcher = getattr(self._typed(kind), f"patch_namespaced_{kind.snake_name}")
         return self._raw(patcher, name, namespace, patch, _content_type=_MERGE)
 
     def _typed(self, kind: WorkloadKind) -> Any:
-        from kubernetes import client
-
-        classes = {"core": client.CoreV1Api, "apps": client.AppsV1Api, "batch": client.BatchV1Api}
-        return classes[kind.api](self.api_client)
+        return kube_api.workload_api(self.api_client, kind.group)
 
     def _raw(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         response = self._call(fn, *args, _preload_content=False, **kwargs)
@@ -162,28 +160,23 @@ class Api:
         return dict(self._call(fn, *args, **kwargs))
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         try:
             return fn(*args, **kwargs)
-        except ApiException as err:
+        except errors.ApiException as err:
             raise _api_error(err) from None
         except HTTPError as err:
             host = getattr(self.api_client.configuration, "host", "the API server")
             raise ApiError(f"cannot reach the API server at {host}: {err}") from None
 
 
-def _api_error(err: Any) -> ApiError:
-    status = int(getattr(err, "status", 0) or 0)
-    try:
-        body = json.loads(err.body or "{}")
-    except (TypeError, ValueError):
-        body = {}
-    body = body if isinstance(body, dict) else {}
-    message = str(body.get("message") or err.reason or "request failed")
+def _api_error(err: Exception) -> ApiError:
+    status = errors.status_of(err) or 0
+    body = errors.body_of(err)
+    message = errors.server_message(err) or "request failed"
     reason = str(body.get("reason") or "")
-    no_such_type = status == 404 and not body.get("details")
+    no_such_type = status == errors.NOT_FOUND and not body.get("details")
     if no_such_type:
         message += (
             f" (the server has no {GROUP}/{VERSION} {PLURAL}: is the ImageStream CRD"
@@ -196,13 +189,7 @@ def _api_error(err: Any) -> ApiError:
 
 def retry_on_conflict(attempt: Callable[[], T]) -> T:
     """Run read-compute-write `attempt` again on a 409 (someone else wrote in between)."""
-    for i in range(_CONFLICT_RETRIES):
-        try:
-            return attempt()
-        except ApiError as err:
-            if err.status != 409 or i + 1 == _CONFLICT_RETRIES:
-                raise
-    raise AssertionError("unreachable")
+    return kube_api.retry_on_conflict(attempt)
 
 
 def write_tags(

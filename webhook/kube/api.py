@@ -71,7 +71,7 @@ def retry_on_conflict(
     for i in range(retries):
         try:
             return attempt()
-        except errors.ApiException as err:
+        except Exception as err:  # the client's ApiException, or a caller's error with a status
             if errors.status_of(err) not in statuses or i + 1 == retries:
                 raise
     raise AssertionError("unreachable")

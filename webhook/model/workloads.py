@@ -37,6 +37,12 @@ class WorkloadKind:
         return re.sub(r"(?<!^)(?=[A-Z])", "_", self.kind).lower()
 
     @property
+    def type_name(self) -> str:
+        """kubectl's `kind.group` printed before `/name`: deployment.apps, pod."""
+        singular = self.kind.lower()
+        return f"{singular}.{self.group}" if self.group else singular
+
+    @property
     def template(self) -> tuple[str, ...]:
         """The path to the pod template (its metadata holds template annotations)."""
         return self.pod_spec[:-1]
