@@ -161,8 +161,14 @@ def test_drain_respects_the_webhook_disruption_budget(cluster: Cluster, release:
 # --- certificate rotation under load ---------------------------------------------------------
 
 
+def served_certificates(cluster: Cluster, connections: int = 12) -> list[x509.Certificate]:
+    """What the webhook's Service answers with over several connections (each may reach
+    another replica), as the API server sees it."""
+    return [served_certificate(cluster) for _ in range(connections)]
+
+
 def served_certificate(cluster: Cluster) -> x509.Certificate:
-    """The certificate the webhook's Service answers with, as the API server sees it."""
+    """The certificate one connection to the webhook's Service gets."""
     ip = cluster.kubectl(
         "get", "service", WEBHOOK, "-n", localchart.NAMESPACE, "-o", "jsonpath={.spec.clusterIP}"
     ).stdout.strip()
@@ -216,24 +222,22 @@ def test_certificates_rotate_while_pods_are_admitted(
     # days left; certs-sync renews 30 days ahead): what a year-old install looks like.
     old = issue(ca, dns[0], dns=dns, server=True, validity=dt.timedelta(days=10))
     _write_serving(release, secret_name, old)
+    # The Service spreads connections over both replicas: every one must have switched.
     wait_until(
-        "the webhook to serve the aging certificate",
-        lambda: served_certificate(cluster).serial_number == old.cert.serial_number,
+        "both webhook replicas to serve the aging certificate",
+        lambda: {c.serial_number for c in served_certificates(cluster)} == {old.cert.serial_number},
         timeout=180,
     )
 
     # certs-sync renews it on its next pass (a restart runs one now).
     release.kubectl("rollout", "restart", f"deployment/{localchart.RELEASE}-certs-sync")
+    long_lived = dt.datetime.now(dt.UTC) + dt.timedelta(days=300)
     wait_until(
-        "a renewed certificate to be served",
-        lambda: (
-            served_certificate(cluster).not_valid_after_utc
-            > dt.datetime.now(dt.UTC) + dt.timedelta(days=300)
-        ),
+        "both replicas to serve a renewed certificate",
+        lambda: all(c.not_valid_after_utc > long_lived for c in served_certificates(cluster)),
         timeout=240,
     )
-    renewed = served_certificate(cluster)
-    assert renewed.serial_number != old.cert.serial_number
+    assert old.cert.serial_number not in {c.serial_number for c in served_certificates(cluster)}
     time.sleep(2)  # a few more admissions on the new certificate
 
     assert len(admissions) > 20

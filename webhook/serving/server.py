@@ -22,7 +22,7 @@ from gunicorn.app.base import BaseApplication
 log = logging.getLogger(__name__)
 
 # prometheus_client picks its value store when first imported, so this module must set
-# the variable before anything imports it (webhook.metrics reads the same name).
+# the variable before anything imports it (serving/metrics.py reads it from here).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -85,7 +85,7 @@ def build_app(options: ServeOptions) -> Any:
     """The WSGI app for one worker: its indexes (file- or watch-fed) and the Flask app.
 
     Policies come from --policies-file, else from the cluster when the streams do, else
-    there are none (file mode without policies); --no-policies turns them off."""
+    there are none (file mode without policies)."""
     from webhook.kube.connect import connect, custom_objects
     from webhook.kube.policy_cache import PolicyIndex, StreamImages
     from webhook.kube.watch import StreamWatcher, Tee
