@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "integration"))
 from mirror_fixtures import make_layer, start_local_registry, start_upstream  # noqa: E402
 from registry_fixtures import Crane  # noqa: E402
 
-from webhook.mirror.worker import LocalRegistry, Mirrorer, MirrorStats  # noqa: E402
+from webhook.mirror.copier import Mirrorer, MirrorStats  # noqa: E402
+from webhook.mirror.plan import LocalRegistry  # noqa: E402
 from webhook.registry.blobs import BlobClient  # noqa: E402
 from webhook.registry.client import ClientConfig, Repository  # noqa: E402
 from webhook.registry.credentials import Credential  # noqa: E402

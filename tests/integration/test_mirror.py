@@ -26,23 +26,12 @@ from mirror_fixtures import (
     start_upstream,
 )
 
-from webhook.mirror.worker import (
-    MIRRORED,
-    CopyBlob,
-    LocalRegistry,
-    Mirrorer,
-    MirrorJob,
-    MirrorStats,
-    MirrorWorker,
-    MountBlob,
-    Step,
-    is_mirrored,
-    local_reference,
-    prune_plan,
-    record_mirror,
-    referenced_images,
-)
+from webhook.mirror.copier import Mirrorer, MirrorStats
+from webhook.mirror.plan import CopyBlob, LocalRegistry, MountBlob, Step
+from webhook.mirror.status import MirrorJob, prune_plan, record_mirror, referenced_images
+from webhook.mirror.worker import MirrorWorker
 from webhook.model import streams
+from webhook.model.streams import MIRRORED, is_mirrored
 from webhook.registry.blobs import PUSH, BlobClient
 from webhook.registry.client import ClientConfig, Repository
 from webhook.registry.credentials import Credential
@@ -381,14 +370,14 @@ def test_upstream_stopped_after_mirroring(env: Env, tmp_path: Path) -> None:
         store = StatusStore(local_stream("gone", "app", repository, {"1": (source_ref, digest)}))
         worker = MirrorWorker(mirrorer, store.write)
         assert [job.source for job in worker.submit(store.obj)] == [source_ref]
-        assert local_reference(streams.parse_image_stream(store.obj), "1") is None
+        assert streams.pinned_reference(streams.parse_image_stream(store.obj), "1") == source_ref
         assert worker.run_once()
     finally:
         upstream.stop()
 
     stream = streams.parse_image_stream(store.obj)
     assert is_mirrored(stream.history("1"), digest, repository)
-    assert local_reference(stream, "1") == f"{setup.local.host}/gone/app@{digest}"
+    assert streams.pinned_reference(stream, "1") == f"{setup.local.host}/gone/app@{digest}"
     assert worker.submit(store.obj) == []
 
     # The upstream is gone: crane pulls from the local registry.

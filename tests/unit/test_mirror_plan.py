@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webhook.mirror.worker import (
-    MIRRORED,
+from webhook.mirror.plan import (
     Blob,
     LocalRegistry,
     MountBlob,
@@ -21,21 +20,22 @@ from webhook.mirror.worker import (
     Step,
     blobs_to_probe,
     image_blobs,
-    is_mirrored,
-    local_reference,
     manifests_to_probe,
-    mirror_backoff,
+    plan_copy,
+    with_local_repository,
+)
+from webhook.mirror.status import (
     mirror_failure_condition,
     mirror_jobs,
     mirrored_condition,
-    plan_copy,
     prune_plan,
     record_mirror,
     referenced_images,
     trim_history,
-    with_local_repository,
 )
+from webhook.mirror.worker import mirror_backoff
 from webhook.model import streams
+from webhook.model.streams import MIRRORED, is_mirrored
 from webhook.registry.blobs import VerifiedBlob, repository_scope, with_query
 from webhook.registry.errors import DigestMismatch, InternalError
 from webhook.registry.manifests import OCI_INDEX, OCI_MANIFEST
@@ -364,20 +364,23 @@ def test_record_mirror_replaces_its_own_condition_and_keeps_others() -> None:
     assert changed and updated[0]["conditions"] == [imported, done]
 
 
-def test_is_mirrored_and_local_reference() -> None:
+def test_is_mirrored_and_resolution() -> None:
+    # What a short name resolves to (`streams.pinned_reference`): the source until the copy
+    # of the current image into the stream's local repository is recorded as complete.
+    source_reference = f"docker.io/library/r@{digest('cur')}"
     unmirrored = streams.parse_image_stream(stream())
     assert not is_mirrored(unmirrored.history("1"), digest("cur"), REPO)
-    assert local_reference(unmirrored, "1") is None
+    assert streams.pinned_reference(unmirrored, "1") == source_reference
 
     failed = streams.parse_image_stream(
         stream(conditions=[mirror_failure_condition("NotFound", "gone", digest("cur"), 1)])
     )
-    assert local_reference(failed, "1") is None
+    assert streams.pinned_reference(failed, "1") == source_reference
 
     stale = streams.parse_image_stream(
         stream(conditions=[mirrored_condition(REPO, digest("old"), 1)])
     )
-    assert local_reference(stale, "1") is None
+    assert streams.pinned_reference(stale, "1") == source_reference
 
     done = streams.parse_image_stream(
         stream(conditions=[mirrored_condition(REPO, digest("cur"), 1)])
@@ -387,12 +390,12 @@ def test_is_mirrored_and_local_reference() -> None:
     assert not is_mirrored(done.history("1"), digest("cur"), "elsewhere:5000/team/app")
     moved = stream(conditions=[mirrored_condition(REPO, digest("cur"), 1)])
     moved["status"]["dockerImageRepository"] = "elsewhere:5000/team/app"
-    assert local_reference(streams.parse_image_stream(moved), "1") is None
-    assert local_reference(done, "1") == f"{REPO}@{digest('cur')}"
+    assert streams.pinned_reference(streams.parse_image_stream(moved), "1") == source_reference
+    assert streams.pinned_reference(done, "1") == f"{REPO}@{digest('cur')}"
     source = streams.parse_image_stream(
         stream("Source", conditions=[mirrored_condition(REPO, digest("cur"), 1)])
     )
-    assert local_reference(source, "1") is None
+    assert streams.pinned_reference(source, "1") == source_reference
 
 
 def test_mirror_jobs_for_unmirrored_local_tags() -> None:
@@ -550,7 +553,7 @@ class FakeStreams:
 
 
 def writer_job() -> Any:
-    from webhook.mirror.worker import MirrorJob
+    from webhook.mirror.status import MirrorJob
 
     return MirrorJob("team", "app", "1", digest("cur"), "quay.io", "org/app", 1)
 

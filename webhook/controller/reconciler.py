@@ -46,7 +46,10 @@ from webhook.controller.ratelimit import ImportLimiter
 from webhook.kube import api, errors
 from webhook.kube.connect import GROUP, PLURAL, VERSION
 from webhook.kube.workqueue import WorkQueue
-from webhook.mirror import worker as mirror
+from webhook.mirror.copier import Mirrorer
+from webhook.mirror.plan import LocalRegistry, local_repository, with_local_repository
+from webhook.mirror.status import DEFAULT_HISTORY_LIMIT, trim_history
+from webhook.mirror.worker import ConditionWriter, MirrorMetrics, MirrorWorker
 from webhook.model import streams
 from webhook.model.reference import InvalidReference, parse_normalized
 from webhook.model.streams import ImageStream, TagReference
@@ -75,7 +78,7 @@ class ControllerOptions:
     local_registry_insecure: bool = False
     local_registry_ca: str | None = None  # CA bundle file
     local_registry_secret: str | None = None  # "namespace/name", dockerconfigjson
-    history_limit: int = mirror.DEFAULT_HISTORY_LIMIT
+    history_limit: int = DEFAULT_HISTORY_LIMIT
     mirror_workers: int = 2
 
 
@@ -173,15 +176,15 @@ class Controller:
         # Policies (policy_labels.py): namespace labels for the enforced webhook, and
         # `allowedRegistriesForImport` checked again at import time. Started with run().
         self.policy: PolicyLabeler | None = None
-        self.mirror: mirror.MirrorWorker | None = None
+        self.mirror: MirrorWorker | None = None
         if options.local_registry:
-            local = mirror.LocalRegistry(
+            local = LocalRegistry(
                 options.local_registry,
                 options.local_registry_endpoint,
                 options.local_registry_insecure,
                 self._local_credential(),
             )
-            mirrorer = mirror.Mirrorer.create(
+            mirrorer = Mirrorer.create(
                 local,
                 ClientConfig(
                     allowed_registries=options.allowed_registries,
@@ -190,13 +193,13 @@ class Controller:
                 ca_bundle=options.local_registry_ca,
                 on_response=self._count_response,
             )
-            self.mirror = mirror.MirrorWorker(
+            self.mirror = MirrorWorker(
                 mirrorer,
-                mirror.ConditionWriter(self.custom),
+                ConditionWriter(self.custom),
                 keyring_for=self._keyring,
                 workers=options.mirror_workers,
                 history_limit=options.history_limit,
-                metrics=mirror.MirrorMetrics(self.metrics.registry),
+                metrics=MirrorMetrics(self.metrics.registry),
             )
             worker = self.mirror
             self.cache.deleted.append(lambda obj: worker.prune(obj, None))
@@ -287,7 +290,7 @@ class Controller:
         if not self.options.local_registry:
             return False
         key = _key(obj)
-        wanted = mirror.local_repository(self.options.local_registry, *key)
+        wanted = local_repository(self.options.local_registry, *key)
         return (obj.get("status") or {}).get("dockerImageRepository") != wanted
 
     def _import_registry_tag(
@@ -433,9 +436,9 @@ class Controller:
             status_tags, changed = apply_results(status_tags_of(current), results)
             body = with_status_tags(current, status_tags)
             if self.options.local_registry:
-                status_tags, trimmed = mirror.trim_history(status_tags, self.options.history_limit)
-                repository = mirror.local_repository(self.options.local_registry, *key)
-                body, moved = mirror.with_local_repository(
+                status_tags, trimmed = trim_history(status_tags, self.options.history_limit)
+                repository = local_repository(self.options.local_registry, *key)
+                body, moved = with_local_repository(
                     with_status_tags(current, status_tags), repository
                 )
                 changed = changed or trimmed or moved
