@@ -8,13 +8,14 @@ tag's Mirrored condition (`ConditionWriter`).
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.kube import api as kube_api
+from webhook.kube.workqueue import WorkQueue
 from webhook.mirror.copier import Mirrorer, MirrorStats
 from webhook.mirror.status import (
     DEFAULT_HISTORY_LIMIT,
@@ -27,6 +28,7 @@ from webhook.mirror.status import (
     referenced_images,
 )
 from webhook.model import streams
+from webhook.model.backoff import backoff
 from webhook.registry.client import Repository
 from webhook.registry.credentials import Keyring
 from webhook.registry.errors import RegistryError
@@ -38,8 +40,9 @@ MAX_MIRROR_BACKOFF = 600.0
 
 
 def mirror_backoff(failures: int, retry_after: float | None, cap: float) -> float:
-    delay: float = min(cap, INITIAL_MIRROR_BACKOFF * 2.0 ** max(0, failures - 1))
-    return max(delay * random.uniform(0.8, 1.0), retry_after or 0.0)
+    """Before retrying a failed copy: from INITIAL_MIRROR_BACKOFF, never sooner than a
+    registry asked."""
+    return backoff(failures, initial=INITIAL_MIRROR_BACKOFF, cap=cap, retry_after=retry_after)
 
 
 class MirrorMetrics:
@@ -127,8 +130,6 @@ class MirrorWorker:
         max_backoff: float = MAX_MIRROR_BACKOFF,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from webhook.kube.workqueue import WorkQueue
-
         self.mirrorer = mirrorer
         self.write = write
         self.keyring_for = keyring_for
@@ -316,40 +317,17 @@ class MirrorWorker:
 
 
 class ConditionWriter:
-    """Writes a Mirrored condition into the stream's status through the API server: read,
-    `record_mirror`, replace with the read resourceVersion, again on a conflict."""
+    """Writes a Mirrored condition into the stream's status (`record_mirror` through
+    kube.api.StreamStatus: read, change, replace at the read resourceVersion, again on a
+    conflict). False when the stream is gone."""
 
-    def __init__(self, custom_objects_api: Any, attempts: int = 5) -> None:
-        self.custom = custom_objects_api
-        self.attempts = attempts
+    def __init__(self, custom_objects_api: Any, attempts: int = kube_api.CONFLICT_RETRIES) -> None:
+        self.status = kube_api.StreamStatus(custom_objects_api, retries=attempts)
 
     def __call__(self, job: MirrorJob, condition: Mapping[str, Any]) -> bool:
-        from kubernetes.client.exceptions import ApiException
-
-        from webhook.kube.connect import GROUP, PLURAL, VERSION
-
-        for attempt in range(self.attempts):
-            try:
-                obj = self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, job.namespace, PLURAL, job.stream
-                )
-            except ApiException as error:
-                if error.status == 404:
-                    return False
-                raise
+        def change(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
             status = dict(obj.get("status") or {})
             tags, changed = record_mirror(status.get("tags") or [], job.tag, job.digest, condition)
-            if not changed:
-                return True
-            status["tags"] = tags
-            try:
-                self.custom.replace_namespaced_custom_object_status(
-                    GROUP, VERSION, job.namespace, PLURAL, job.stream, {**obj, "status": status}
-                )
-                return True
-            except ApiException as error:
-                if error.status == 404:
-                    return False
-                if error.status != 409 or attempt + 1 == self.attempts:
-                    raise
-        return True
+            return {**obj, "status": {**status, "tags": tags}} if changed else None
+
+        return self.status.update(job.namespace, job.stream, change).before is not None
