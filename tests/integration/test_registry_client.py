@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from registry_fixtures import Registries, ScriptedProxy, free_port
 
-from webhook.controller.importer import LEGACY, PRESERVE_ORIGINAL, ImportResult, import_tag
+from webhook.controller.importer import ImportResult, import_tag
+from webhook.model.streams import LEGACY, PRESERVE_ORIGINAL, parse_tag_reference
 from webhook.registry.client import RegistryClient, Repository
 from webhook.registry.credentials import Credential, Keyring
 from webhook.registry.errors import (
@@ -65,7 +66,7 @@ def run_import(
         "annotations": annotations or {},
     }
     return import_tag(
-        spec,
+        parse_tag_reference(spec),
         namespace="team",
         stream="s",
         client=client,
@@ -326,7 +327,8 @@ def test_plain_http_needs_insecure(registries: Registries, make_client: Any) -> 
         "from": {"kind": "DockerImage", "name": source},
         "importPolicy": {"insecure": True},
     }
-    assert import_tag(spec, namespace="team", stream="s", client=client).succeeded
+    tag = parse_tag_reference(spec)
+    assert import_tag(tag, namespace="team", stream="s", client=client).succeeded
     # … for that tag only: another tag on the same client is not downgraded.
     result = run_import(client, source)
     assert result.reason == "InternalError"

@@ -1,4 +1,4 @@
-"""webhook/importer.py with a fake registry: events, conditions, import modes, sources."""
+"""controller/importer.py with a fake registry: events, conditions, import modes, sources."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from typing import Any
 import pytest
 
 from webhook.controller.importer import (
-    LEGACY,
-    PRESERVE_ORIGINAL,
     ImportResult,
     find_in_history,
     import_from_stream_image,
@@ -20,6 +18,7 @@ from webhook.controller.importer import (
     rfc3339,
     rfc3339_now,
 )
+from webhook.model.streams import LEGACY, PRESERVE_ORIGINAL, parse_tag_reference
 from webhook.registry.client import ManifestHead, Repository
 from webhook.registry.credentials import Credential, Keyring
 from webhook.registry.errors import (
@@ -123,7 +122,9 @@ def spec(
 
 
 def run(tag: dict[str, Any], registry: FakeRegistry, **options: Any) -> ImportResult:
-    return import_tag(tag, namespace="team", stream="db", client=registry, now=NOW, **options)
+    return import_tag(
+        parse_tag_reference(tag), namespace="team", stream="db", client=registry, now=NOW, **options
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,9 +260,12 @@ def test_legacy_prefer_os_windows() -> None:
 
 
 def test_preferred_platform_defaults() -> None:
-    assert preferred_platform({}) == Platform("linux", "amd64")
-    assert preferred_platform({"annotations": None}) == Platform("linux", "amd64")
-    assert preferred_platform(
+    def platform(tag: dict[str, Any]) -> Platform:
+        return preferred_platform(parse_tag_reference({"name": "x", **tag}))
+
+    assert platform({}) == Platform("linux", "amd64")
+    assert platform({"annotations": None}) == Platform("linux", "amd64")
+    assert platform(
         {"annotations": {"importer.image.openshift.io/prefer-arch": "arm/v7"}}
     ) == Platform("linux", "arm", "v7")
 
@@ -474,7 +478,7 @@ SOURCE = stream(
 
 
 def test_image_stream_tag_copies_the_current_item() -> None:
-    tag = spec("prod", "db:8.0", kind="ImageStreamTag")
+    tag = parse_tag_reference(spec("prod", "db:8.0", kind="ImageStreamTag"))
     result = import_from_stream_tag(tag, SOURCE, source_namespace="team", now=NOW)
     assert result.event == {
         "created": WHEN,
@@ -485,7 +489,7 @@ def test_image_stream_tag_copies_the_current_item() -> None:
 
 
 def test_image_stream_tag_defaults_to_latest() -> None:
-    tag = spec("prod", "db", kind="ImageStreamTag")
+    tag = parse_tag_reference(spec("prod", "db", kind="ImageStreamTag"))
     result = import_from_stream_tag(tag, SOURCE, source_namespace="team", now=NOW)
     assert result.event["image"] == D3  # type: ignore[index]
 
@@ -503,14 +507,14 @@ def test_image_stream_tag_defaults_to_latest() -> None:
 def test_image_stream_tag_failures(
     source: dict[str, Any] | None, name: str, reason: str, text: str
 ) -> None:
-    tag = spec("prod", name, kind="ImageStreamTag")
+    tag = parse_tag_reference(spec("prod", name, kind="ImageStreamTag"))
     result = import_from_stream_tag(tag, source, source_namespace="team", now=NOW)
     assert result.reason == reason
     assert text in result.condition["message"]  # type: ignore[index]
 
 
 def test_image_stream_image_picks_from_history() -> None:
-    tag = spec("rollback", f"db@{D1}", kind="ImageStreamImage")
+    tag = parse_tag_reference(spec("rollback", f"db@{D1}", kind="ImageStreamImage"))
     result = import_from_stream_image(tag, SOURCE, source_namespace="team", now=NOW)
     assert result.event == {
         "created": WHEN,
@@ -530,7 +534,7 @@ def test_image_stream_image_picks_from_history() -> None:
     ],
 )
 def test_image_stream_image_failures(source: dict[str, Any] | None, name: str, reason: str) -> None:
-    tag = spec("rollback", name, kind="ImageStreamImage")
+    tag = parse_tag_reference(spec("rollback", name, kind="ImageStreamImage"))
     assert import_from_stream_image(tag, source, source_namespace="team").reason == reason
 
 

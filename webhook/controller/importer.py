@@ -1,8 +1,9 @@
 """One spec tag → a TagEvent, or an `ImportSuccess=False` condition saying why not.
 
-`import_tag` handles `from.kind: DockerImage`: it asks the registry (through a client that
-satisfies `ManifestSource`, normally `registry.RegistryClient`) what the tag points at and
-returns an `ImportResult` holding either
+`import_tag` handles `from.kind: DockerImage`: given the spec tag as the controller already
+holds it (a `streams.TagReference`; `streams.parse_tag_reference` reads one from JSON), it asks
+the registry (through a client that satisfies `ManifestSource`, normally
+`registry.RegistryClient`) what the tag points at and returns an `ImportResult` holding either
 
 - `event`: the status history item `{created, dockerImageReference, image, generation}`, with
   `dockerImageReference` always fully qualified (`docker.io/library/mysql@sha256:…`), or
@@ -29,11 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from webhook.model import streams
 from webhook.model.reference import DEFAULT_TAG, InvalidReference, Reference, parse_normalized
+from webhook.model.streams import LEGACY, PRESERVE_ORIGINAL, TagReference
 from webhook.registry.client import ManifestHead, Repository
 from webhook.registry.credentials import Keyring
 from webhook.registry.errors import RegistryError
@@ -46,8 +49,6 @@ from webhook.registry.manifests import (
     normalize_platform,
 )
 
-PRESERVE_ORIGINAL = "PreserveOriginal"
-LEGACY = "Legacy"
 IMPORT_MODES = (PRESERVE_ORIGINAL, LEGACY)
 DEFAULT_IMPORT_MODE = PRESERVE_ORIGINAL
 PREFER_ARCH_ANNOTATION = "importer.image.openshift.io/prefer-arch"
@@ -58,8 +59,6 @@ NOT_FOUND = "NotFound"
 UNAUTHORIZED = "Unauthorized"
 FORBIDDEN = "Forbidden"
 INTERNAL_ERROR = "InternalError"
-
-SpecTag = Mapping[str, Any]
 
 
 class ManifestSource(Protocol):
@@ -132,52 +131,40 @@ def failure_condition(reason: str, message: str, generation: int, when: str) -> 
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading a spec tag
+# Reading a spec tag (streams.parse_tag_reference turns its JSON into a TagReference)
 
 
-def spec_generation(spec_tag: SpecTag, fallback: int = 0) -> int:
-    value = spec_tag.get("generation")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return fallback
+def spec_generation(spec_tag: TagReference, fallback: int = 0) -> int:
+    return spec_tag.generation if spec_tag.generation is not None else fallback
 
 
-def import_mode_of(spec_tag: SpecTag) -> str:
+def import_mode_of(spec_tag: TagReference) -> str:
     """The tag's importMode; an empty or unknown one means the default (the CRD validates)."""
-    policy = spec_tag.get("importPolicy") or {}
-    mode = policy.get("importMode") if isinstance(policy, Mapping) else None
+    mode = spec_tag.import_mode
     return mode if mode in IMPORT_MODES else DEFAULT_IMPORT_MODE
 
 
-def is_insecure(spec_tag: SpecTag) -> bool:
-    policy = spec_tag.get("importPolicy") or {}
-    return isinstance(policy, Mapping) and policy.get("insecure") is True
-
-
-def preferred_platform(spec_tag: SpecTag) -> Platform:
+def preferred_platform(spec_tag: TagReference) -> Platform:
     """Legacy mode's platform: the prefer-os/prefer-arch tag annotations, else linux/amd64.
 
     `prefer-arch` may carry a variant (`arm64/v8`, `arm/v7`), as `--platform` strings do.
     """
-    annotations = spec_tag.get("annotations") or {}
-    if not isinstance(annotations, Mapping):
-        annotations = {}
-    os_name = str(annotations.get(PREFER_OS_ANNOTATION) or DEFAULT_PLATFORM.os)
-    arch_text = str(annotations.get(PREFER_ARCH_ANNOTATION) or DEFAULT_PLATFORM.architecture)
+    annotations = spec_tag.annotations
+    os_name = annotations.get(PREFER_OS_ANNOTATION) or DEFAULT_PLATFORM.os
+    arch_text = annotations.get(PREFER_ARCH_ANNOTATION) or DEFAULT_PLATFORM.architecture
     architecture, _, variant = arch_text.partition("/")
     return normalize_platform(os_name, architecture, variant)
 
 
-def _source_name(spec_tag: SpecTag) -> str:
-    source = spec_tag.get("from") or {}
-    name = source.get("name") if isinstance(source, Mapping) else None
-    return name if isinstance(name, str) else ""
+def _source_name(spec_tag: TagReference) -> str:
+    return spec_tag.source.name if spec_tag.source is not None else ""
 
 
-def _source_kind(spec_tag: SpecTag) -> str:
-    source = spec_tag.get("from") or {}
-    kind = source.get("kind") if isinstance(source, Mapping) else None
-    return kind if isinstance(kind, str) and kind else "DockerImage"
+def _source_kind(spec_tag: TagReference) -> str:
+    # No `from`, or one without a kind, counts as DockerImage: import_tag then reports the
+    # missing name as an unreadable reference rather than as a source it cannot import.
+    source = spec_tag.source
+    return source.kind if source is not None and source.kind else streams.DOCKER_IMAGE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +172,7 @@ def _source_kind(spec_tag: SpecTag) -> str:
 
 
 def import_tag(
-    spec_tag: SpecTag,
+    spec_tag: TagReference,
     *,
     namespace: str,
     stream: str,
@@ -203,7 +190,7 @@ def import_tag(
     a HEAD whose digest still matches it returns that result marked `unchanged` without a
     GET: one request, no pull-limit quota.
     """
-    tag = str(spec_tag.get("name", ""))
+    tag = spec_tag.name
     gen = generation if generation is not None else spec_generation(spec_tag)
     when = rfc3339(now or datetime.datetime.now(datetime.UTC))
     mode = import_mode_of(spec_tag)
@@ -213,7 +200,7 @@ def import_tag(
         return ImportResult(tag, condition=condition, import_mode=mode, retry_after=retry_after)
 
     kind = _source_kind(spec_tag)
-    if kind != "DockerImage":
+    if kind != streams.DOCKER_IMAGE:
         return fail(
             INTERNAL_ERROR,
             f"tag {tag!r} of image stream {namespace}/{stream} has from.kind {kind}, which is"
@@ -229,7 +216,7 @@ def import_tag(
             f" reference: {error.reason} ({name!r})",
         )
 
-    if spec_tag.get("reference") is True:
+    if spec_tag.reference:
         # Recorded as written (fully qualified), never fetched: the user vouches for it.
         event = tag_event(str(ref), ref.digest or "", gen, when)
         return ImportResult(tag, event=event, import_mode=mode, manifest_digest=ref.digest)
@@ -238,7 +225,7 @@ def import_tag(
         registry=ref.domain,
         path=ref.path,
         credential=keyring.lookup(ref.domain, ref.path) if keyring else None,
-        insecure=is_insecure(spec_tag),
+        insecure=spec_tag.insecure,
     )
     target = ref.digest or ref.tag or DEFAULT_TAG
     try:
@@ -267,7 +254,7 @@ def _result_from_manifest(
     tag: str,
     ref: Reference,
     manifest: Manifest,
-    spec_tag: SpecTag,
+    spec_tag: TagReference,
     mode: str,
     generation: int,
     when: str,
@@ -354,17 +341,17 @@ def _copy_event(
 
 
 def _stream_failure(
-    spec_tag: SpecTag, reason: str, message: str, generation: int, when: str
+    spec_tag: TagReference, reason: str, message: str, generation: int, when: str
 ) -> ImportResult:
     return ImportResult(
-        str(spec_tag.get("name", "")),
+        spec_tag.name,
         condition=failure_condition(reason, message, generation, when),
         import_mode=import_mode_of(spec_tag),
     )
 
 
 def import_from_stream_tag(
-    spec_tag: SpecTag,
+    spec_tag: TagReference,
     source: Mapping[str, Any] | None,
     *,
     source_namespace: str,
@@ -378,7 +365,7 @@ def import_from_stream_tag(
     ImageStream object (None when it does not exist). Whether the stream's namespace may
     read a source in another namespace is the caller's check.
     """
-    tag = str(spec_tag.get("name", ""))
+    tag = spec_tag.name
     gen = generation if generation is not None else spec_generation(spec_tag)
     when = rfc3339(now or datetime.datetime.now(datetime.UTC))
     name = _source_name(spec_tag)
@@ -404,7 +391,7 @@ def import_from_stream_tag(
 
 
 def import_from_stream_image(
-    spec_tag: SpecTag,
+    spec_tag: TagReference,
     source: Mapping[str, Any] | None,
     *,
     source_namespace: str,
@@ -413,7 +400,7 @@ def import_from_stream_image(
 ) -> ImportResult:
     """`from: {kind: ImageStreamImage, name: "stream@sha256:…"}` → that image from the source
     stream's history. This is how a rollback is written: pin a tag to an earlier image."""
-    tag = str(spec_tag.get("name", ""))
+    tag = spec_tag.name
     gen = generation if generation is not None else spec_generation(spec_tag)
     when = rfc3339(now or datetime.datetime.now(datetime.UTC))
     name = _source_name(spec_tag)
@@ -437,8 +424,3 @@ def import_from_stream_image(
         )
         return _stream_failure(spec_tag, NOT_FOUND, message, gen, when)
     return _copy_event(tag, item, gen, when, import_mode_of(spec_tag))
-
-
-def platform_strings(platforms: Sequence[Platform]) -> list[str]:
-    """`["linux/amd64", "linux/arm64/v8"]`: for logs, events and `describe`."""
-    return [str(platform) for platform in platforms]

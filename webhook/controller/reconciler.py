@@ -18,6 +18,7 @@ Everything that talks to the API server or a registry is in `Controller`; the ru
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -52,7 +53,7 @@ from webhook.mirror.status import DEFAULT_HISTORY_LIMIT, trim_history
 from webhook.mirror.worker import ConditionWriter, MirrorMetrics, MirrorWorker
 from webhook.model import streams
 from webhook.model.reference import InvalidReference, parse_normalized
-from webhook.model.streams import ImageStream, TagReference
+from webhook.model.streams import ImageStream, ObjectReference, TagReference
 from webhook.registry.client import ClientConfig, RegistryClient
 from webhook.registry.credentials import DOCKERCFG_TYPE, DOCKERCONFIGJSON_TYPE, Credential, Keyring
 
@@ -297,7 +298,6 @@ class Controller:
         self, stream: ImageStream, spec: TagReference, why: str, state: StreamState
     ) -> ImportResult:
         tag = state.tag(spec.name)
-        spec_dict = _spec_dict(spec)
         generation = streams.tag_generation(stream, spec)
         registry = _registry_of(spec)
         started = self.clock()
@@ -307,14 +307,14 @@ class Controller:
                 importer.FORBIDDEN, denial, generation, importer.rfc3339(_utcnow())
             )
             result = ImportResult(
-                spec.name, condition=condition, import_mode=importer.import_mode_of(spec_dict)
+                spec.name, condition=condition, import_mode=importer.import_mode_of(spec)
             )
         else:
             if not spec.reference:
                 self.limiter.wait(registry)
             previous = _same_repository(tag.previous or _previous_from_status(stream, spec), spec)
             result = importer.import_tag(
-                spec_dict,
+                spec,
                 namespace=stream.namespace,
                 stream=stream.name,
                 client=self.registry,
@@ -410,15 +410,15 @@ class Controller:
             )
         else:
             source = self.cache.get((source_ns, source_name))
-        spec_dict = _spec_dict(spec)
         if spec.source.kind == streams.IMAGE_STREAM_IMAGE:
             return importer.import_from_stream_image(
-                spec_dict, source, source_namespace=source_ns, generation=generation
+                spec, source, source_namespace=source_ns, generation=generation
             )
         if alias is not None:  # `from` may name the tag alone: spell out the stream
-            spec_dict["from"] = {"kind": streams.IMAGE_STREAM_TAG, "name": f"{stream.name}:{alias}"}
+            source_ref = ObjectReference(streams.IMAGE_STREAM_TAG, f"{stream.name}:{alias}")
+            spec = dataclasses.replace(spec, source=source_ref)
         return importer.import_from_stream_tag(
-            spec_dict, source, source_namespace=source_ns, generation=generation
+            spec, source, source_namespace=source_ns, generation=generation
         )
 
     # -- writing status --------------------------------------------------------------------
@@ -541,29 +541,6 @@ class Controller:
 # --- small helpers -----------------------------------------------------------------------
 
 
-def _spec_dict(spec: TagReference) -> dict[str, Any]:
-    """The spec tag back in its JSON shape, as importer.py reads it."""
-    source = spec.source
-    result: dict[str, Any] = {
-        "name": spec.name,
-        "annotations": dict(spec.annotations),
-        "reference": spec.reference,
-        "importPolicy": {
-            "insecure": spec.insecure,
-            "scheduled": spec.scheduled,
-            "importMode": spec.import_mode,
-        },
-        "referencePolicy": {"type": spec.reference_policy},
-    }
-    if spec.generation is not None:
-        result["generation"] = spec.generation
-    if source is not None:
-        result["from"] = {"kind": source.kind, "name": source.name}
-        if source.namespace:
-            result["from"]["namespace"] = source.namespace
-    return result
-
-
 def _registry_of(spec: TagReference) -> str:
     try:
         return parse_normalized(spec.source.name if spec.source else "").domain
@@ -576,8 +553,8 @@ def _previous_from_status(stream: ImageStream, spec: TagReference) -> ImportResu
     event = streams.current_event(stream, spec.name)
     if event is None or not event.image:
         return None
-    mode = importer.import_mode_of(_spec_dict(spec))
-    if mode != importer.PRESERVE_ORIGINAL:
+    mode = importer.import_mode_of(spec)
+    if mode != streams.PRESERVE_ORIGINAL:
         return None  # Legacy pins a platform manifest; a HEAD sees the index digest
     item = {
         "created": event.created,

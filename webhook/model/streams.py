@@ -128,7 +128,7 @@ def parse_image_stream(obj: Mapping[str, Any]) -> ImageStream:
             status.get("publicDockerImageRepository"), "status.publicDockerImageRepository"
         ),
         spec_tags=tuple(
-            _parse_tag_reference(t, f"spec.tags[{i}]")
+            parse_tag_reference(t, f"spec.tags[{i}]")
             for i, t in enumerate(_list(spec.get("tags"), "spec.tags"))
         ),
         status_tags=tuple(
@@ -138,7 +138,8 @@ def parse_image_stream(obj: Mapping[str, Any]) -> ImageStream:
     )
 
 
-def _parse_tag_reference(obj: Any, where: str) -> TagReference:
+def parse_tag_reference(obj: Any, where: str = "spec.tags[]") -> TagReference:
+    """Read one spec tag. Raises InvalidImageStream naming the bad field (under `where`)."""
     obj = _mapping(obj, where)
     name = obj.get("name")
     if not isinstance(name, str) or not name:
