@@ -53,7 +53,6 @@ IMPORT_MODES = (PRESERVE_ORIGINAL, LEGACY)
 DEFAULT_IMPORT_MODE = PRESERVE_ORIGINAL
 PREFER_ARCH_ANNOTATION = "importer.image.openshift.io/prefer-arch"
 PREFER_OS_ANNOTATION = "importer.image.openshift.io/prefer-os"
-CONDITION_TYPE = "ImportSuccess"
 
 NOT_FOUND = "NotFound"
 UNAUTHORIZED = "Unauthorized"
@@ -121,7 +120,7 @@ def tag_event(reference: str, image: str, generation: int, created: str) -> dict
 
 def failure_condition(reason: str, message: str, generation: int, when: str) -> dict[str, Any]:
     return {
-        "type": CONDITION_TYPE,
+        "type": streams.IMPORT_SUCCESS,
         "status": "False",
         "lastTransitionTime": when,
         "reason": reason,
