@@ -17,10 +17,10 @@ from typing import Any
 
 import localchart
 import pytest
-from conftest import Namespace, wait_until
 from cryptography import x509
 from localcluster import Cluster
 from localnode import NODE_NAME
+from nodekit import Namespace, wait_until
 
 from webhook.tls.certs import KeyPair, issue, load_pair
 

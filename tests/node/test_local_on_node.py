@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 
 import localchart
 import pytest
-from conftest import Namespace, wait_until
 from localcluster import Cluster
+from nodekit import Namespace, wait_until
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from conftest import Namespace, wait_until
 from localcluster import Cluster
+from nodekit import Namespace, wait_until
 
 
 def current_image(ns: Namespace, stream: str, tag: str) -> str:
