@@ -31,7 +31,7 @@ from webhook.mirror.plan import CopyBlob, LocalRegistry, MountBlob, Step
 from webhook.mirror.status import MirrorJob, prune_plan, record_mirror, referenced_images
 from webhook.mirror.worker import MirrorWorker
 from webhook.model import streams
-from webhook.model.streams import MIRRORED, is_mirrored
+from webhook.model.streams import MIRRORED, is_mirrored, parse_image_stream
 from webhook.registry.blobs import PUSH, BlobClient
 from webhook.registry.client import ClientConfig, Repository
 from webhook.registry.credentials import Credential
@@ -369,7 +369,7 @@ def test_upstream_stopped_after_mirroring(env: Env, tmp_path: Path) -> None:
         repository = env.local.repository("gone", "app")
         store = StatusStore(local_stream("gone", "app", repository, {"1": (source_ref, digest)}))
         worker = MirrorWorker(mirrorer, store.write)
-        assert [job.source for job in worker.submit(store.obj)] == [source_ref]
+        assert [job.source for job in worker.submit(parse_image_stream(store.obj))] == [source_ref]
         assert streams.pinned_reference(streams.parse_image_stream(store.obj), "1") == source_ref
         assert worker.run_once()
     finally:
@@ -378,7 +378,7 @@ def test_upstream_stopped_after_mirroring(env: Env, tmp_path: Path) -> None:
     stream = streams.parse_image_stream(store.obj)
     assert is_mirrored(stream.history("1"), digest, repository)
     assert streams.pinned_reference(stream, "1") == f"{setup.local.host}/gone/app@{digest}"
-    assert worker.submit(store.obj) == []
+    assert worker.submit(parse_image_stream(store.obj)) == []
 
     # The upstream is gone: crane pulls from the local registry.
     target = tmp_path / "pulled.tar"
@@ -414,7 +414,7 @@ def test_worker_records_failures_and_retries_with_backoff(env: Env) -> None:
         )
     )
     worker = MirrorWorker(env.mirrorer(), store.write, clock=lambda: now[0])
-    assert len(worker.submit(store.obj)) == 2
+    assert len(worker.submit(parse_image_stream(store.obj))) == 2
     while worker.run_once():
         pass
     assert store.condition("ok")["status"] == "True"
@@ -423,7 +423,7 @@ def test_worker_records_failures_and_retries_with_backoff(env: Env) -> None:
     assert missing in failed["message"]
 
     # Submitting again queues nothing: one tag is done, the other waits for its backoff.
-    assert worker.submit(store.obj) == []
+    assert worker.submit(parse_image_stream(store.obj)) == []
     assert not worker.run_once()
     sample = worker.metrics.registry.get_sample_value
     assert sample("imagestreams_mirror_pending") == 1
@@ -447,7 +447,7 @@ def test_tag_moved_during_the_copy_is_not_marked_mirrored(env: Env) -> None:
         )
     )
     worker = MirrorWorker(env.mirrorer(), store.write)
-    worker.submit(store.obj)
+    worker.submit(parse_image_stream(store.obj))
     # The tag moves to app:2 before the copy of app:1 is recorded.
     entry = store.obj["status"]["tags"][0]
     entry["items"].insert(
@@ -460,7 +460,7 @@ def test_tag_moved_during_the_copy_is_not_marked_mirrored(env: Env) -> None:
     )
     assert worker.run_once()
     assert "conditions" not in entry
-    assert [job.digest for job in worker.submit(store.obj)] == [new]
+    assert [job.digest for job in worker.submit(parse_image_stream(store.obj))] == [new]
     assert worker.run_once()
     repository = env.local.repository("moving", "app")
     assert is_mirrored(streams.parse_image_stream(store.obj).history("1"), new, repository)

@@ -284,7 +284,7 @@ class Controller:
         if results or self._local_repository_missing(obj):
             written = self._write_status(key, obj, results)
         if self.mirror is not None:
-            self.mirror.submit(written or obj)
+            self.mirror.submit(stream if written is None else _reparsed(written, stream))
         return next_visit(stream, state, self.clock())
 
     def _local_repository_missing(self, obj: Mapping[str, Any]) -> bool:
@@ -582,3 +582,11 @@ def _utcnow() -> Any:
     import datetime as dt
 
     return dt.datetime.now(dt.UTC)
+
+
+def _reparsed(written: Mapping[str, Any], fallback: ImageStream) -> ImageStream:
+    """The stream as just written (its status moved), parsed once for the mirror."""
+    try:
+        return streams.parse_image_stream(written)
+    except streams.InvalidImageStream:
+        return fallback  # the API server stored what we sent; cannot happen in practice

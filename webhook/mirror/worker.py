@@ -27,8 +27,8 @@ from webhook.mirror.status import (
     record_mirror,
     referenced_images,
 )
-from webhook.model import streams
 from webhook.model.backoff import backoff
+from webhook.model.streams import ImageStream
 from webhook.registry.client import Repository
 from webhook.registry.credentials import Keyring
 from webhook.registry.errors import RegistryError
@@ -152,13 +152,9 @@ class MirrorWorker:
 
     # -- feeding ----------------------------------------------------------------------------
 
-    def submit(self, obj: Mapping[str, Any]) -> list[MirrorJob]:
-        """Queue the Local tags of stream `obj` whose current image is not mirrored; forget
+    def submit(self, stream: ImageStream) -> list[MirrorJob]:
+        """Queue the Local tags of `stream` whose current image is not mirrored; forget
         jobs of this stream that its status no longer asks for. Returns the new jobs."""
-        try:
-            stream = streams.parse_image_stream(obj)
-        except streams.InvalidImageStream:
-            return []
         repository = self.mirrorer.local.repository(stream.namespace, stream.name)
         jobs = {job.key: job for job in mirror_jobs(stream, repository)}
         fresh = []
