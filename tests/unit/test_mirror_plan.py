@@ -369,7 +369,7 @@ def test_is_mirrored_and_resolution() -> None:
     # of the current image into the stream's local repository is recorded as complete.
     source_reference = f"docker.io/library/r@{digest('cur')}"
     unmirrored = streams.parse_image_stream(stream())
-    assert not is_mirrored(unmirrored.history("1"), digest("cur"), REPO)
+    assert not is_mirrored(unmirrored.history("1"))
     assert streams.pinned_reference(unmirrored, "1") == source_reference
 
     failed = streams.parse_image_stream(
@@ -377,20 +377,21 @@ def test_is_mirrored_and_resolution() -> None:
     )
     assert streams.pinned_reference(failed, "1") == source_reference
 
-    stale = streams.parse_image_stream(
-        stream(conditions=[mirrored_condition(REPO, digest("old"), 1)])
-    )
-    assert streams.pinned_reference(stale, "1") == source_reference
-
-    done = streams.parse_image_stream(
-        stream(conditions=[mirrored_condition(REPO, digest("cur"), 1)])
-    )
-    assert is_mirrored(done.history("1"), digest("cur"), REPO)
-    # A condition about another registry (the operator moved --local-registry) does not count.
-    assert not is_mirrored(done.history("1"), digest("cur"), "elsewhere:5000/team/app")
-    moved = stream(conditions=[mirrored_condition(REPO, digest("cur"), 1)])
-    moved["status"]["dockerImageRepository"] = "elsewhere:5000/team/app"
-    assert streams.pinned_reference(streams.parse_image_stream(moved), "1") == source_reference
+    done_obj = stream(conditions=[mirrored_condition(REPO, digest("cur"), 1)])
+    done = streams.parse_image_stream(done_obj)
+    assert is_mirrored(done.history("1"))
+    # The tag moves: record_event clears the condition, which spoke of the old image.
+    moved_tags, _ = streams.record_event(
+        done_obj["status"]["tags"], "1", {"dockerImageReference": "docker.io/library/r@"
+        + digest("new"), "image": digest("new"), "generation": 2, "created": "t"},
+    )  # fmt: skip
+    assert not any(c.get("type") == MIRRORED for c in moved_tags[0].get("conditions") or [])
+    # The operator moves --local-registry: the new repository holds no copy yet.
+    relocated, changed = with_local_repository(done_obj, "elsewhere:5000/team/app")
+    assert changed
+    relocated_stream = streams.parse_image_stream(relocated)
+    assert not is_mirrored(relocated_stream.history("1"))
+    assert streams.pinned_reference(relocated_stream, "1") == source_reference
     assert streams.pinned_reference(done, "1") == f"{REPO}@{digest('cur')}"
     source = streams.parse_image_stream(
         stream("Source", conditions=[mirrored_condition(REPO, digest("cur"), 1)])

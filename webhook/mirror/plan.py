@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.model.reference import is_valid_digest
+from webhook.model.streams import MIRRORED
 from webhook.registry.client import Repository
 from webhook.registry.credentials import Credential
 from webhook.registry.errors import InternalError
@@ -62,12 +63,23 @@ def local_repository(local_registry: str, namespace: str, stream: str) -> str:
 
 
 def with_local_repository(obj: Mapping[str, Any], repository: str) -> tuple[dict[str, Any], bool]:
-    """The stream with `status.dockerImageRepository` set; and whether that changed it."""
+    """The stream with `status.dockerImageRepository` set; and whether that changed it.
+
+    A new repository (the local registry moved) holds none of the copies yet: every
+    `Mirrored` condition goes, so resolution falls back to the source until each tag is
+    copied again (`streams.is_mirrored` relies on this)."""
     status = dict(obj.get("status") or {})
     if status.get("dockerImageRepository") == repository:
         return dict(obj), False
     status["dockerImageRepository"] = repository
+    status["tags"] = [_without_mirrored(entry) for entry in status.get("tags") or []]
     return {**obj, "status": status}, True
+
+
+def _without_mirrored(entry: Mapping[str, Any]) -> dict[str, Any]:
+    kept = [c for c in entry.get("conditions") or [] if c.get("type") != MIRRORED]
+    result = {k: v for k, v in entry.items() if k != "conditions"}
+    return {**result, "conditions": kept} if kept else result
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@
   backoff. `record_mirror` writes it only while the tag's current image is still that digest;
   `streams.record_event` drops every condition when the tag moves, so a `Mirrored=True`
   condition always speaks of `items[0]`.
-- `streams.is_mirrored(history, digest, status.dockerImageRepository)` is what resolution
+- `streams.is_mirrored(history)` (with `status.dockerImageRepository` set) is what resolution
   (`streams.pinned_reference`) checks: a `Local` tag resolves to the local repository only
   when it holds; until then to the source reference (admission warns). `mirror_jobs` lists
   the tags it does not hold for yet.
@@ -170,7 +170,9 @@ def mirror_jobs(stream: streams.ImageStream, repository: str) -> list[MirrorJob]
         if history is None or not history.items:
             continue
         event = history.items[0]
-        if not is_valid_digest(event.image) or is_mirrored(history, event.image, repository):
+        if not is_valid_digest(event.image):
+            continue
+        if is_mirrored(history) and stream.status_repository == repository:
             continue
         try:
             ref = parse_normalized(event.docker_image_reference)

@@ -306,21 +306,20 @@ def pinned_reference(stream: ImageStream, tag: str) -> str | None:
         return str(source)
     spec = stream.spec_tag(tag)
     local = spec is not None and spec.reference_policy == LOCAL_POLICY
-    if local and is_mirrored(stream.history(tag), digest, stream.status_repository):
+    if local and stream.status_repository and is_mirrored(stream.history(tag)):
         return f"{stream.status_repository}@{digest}"
     # Source policy, or Local not copied yet (admission warns): the source.
     return str(source.with_digest(digest))
 
 
-def is_mirrored(history: TagHistory | None, digest: str, repository: str) -> bool:
-    """Whether the tag's copy of `digest` in `repository` is complete (mirror.py writes
-    the condition; its message names exactly that repository and digest)."""
-    if history is None or not repository:
-        return False
-    message = f"mirrored to {repository}@{digest}"
-    return any(
-        c.type == MIRRORED and c.status == "True" and c.message == message
-        for c in history.conditions
+def is_mirrored(history: TagHistory | None) -> bool:
+    """Whether the copy of the tag's current image into the stream's local repository is
+    complete. A `Mirrored=True` condition says exactly that, because of who writes and clears
+    it: the mirror records it only while `items[0]` is the image it copied, a new image clears
+    every condition (`record_event`), and a new local repository clears every `Mirrored`
+    (mirror.plan.with_local_repository). Its message is for people."""
+    return history is not None and any(
+        c.type == MIRRORED and c.status == "True" for c in history.conditions
     )
 
 
@@ -404,7 +403,8 @@ def generation_stamps(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> 
     old_tags: dict[str, Mapping[str, Any]] = {}
     next_generation = 1
     if old is not None:
-        for tag in _mapping(old.get("spec"), "spec").get("tags") or []:
+        old_spec_tags = _mapping(old.get("spec"), "spec").get("tags")
+        for tag in old_spec_tags if isinstance(old_spec_tags, list) else []:
             if isinstance(tag, Mapping) and isinstance(tag.get("name"), str):
                 old_tags[tag["name"]] = tag
         old_generation = _mapping(old.get("metadata"), "metadata").get("generation")
