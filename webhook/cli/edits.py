@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.model import reference, streams
-from webhook.model.streams import ImageStream
+from webhook.model.streams import API_VERSION, ImageStream
 from webhook.model.workloads import (
     POD_SPEC_PATHS,
     RESOLVE_NAMES_ANNOTATION,
@@ -31,7 +31,6 @@ from webhook.model.workloads import (
     WorkloadKind,
 )
 
-API_VERSION = "image.openshift.io/v1"
 STREAM_RESOURCE = "imagestreams.image.openshift.io"
 STREAM_TYPE = "imagestream.image.openshift.io"
 ISTAG_RESOURCE = "imagestreamtags.image.openshift.io"

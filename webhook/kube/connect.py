@@ -6,7 +6,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-GROUP, VERSION, PLURAL = "image.openshift.io", "v1", "imagestreams"
+# The API's names, defined in the model; the edge modules read them from here too.
+from webhook.model.streams import GROUP as GROUP
+from webhook.model.streams import PLURAL as PLURAL
+from webhook.model.streams import VERSION as VERSION
+
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 

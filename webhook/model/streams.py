@@ -15,6 +15,9 @@ from typing import Any
 
 from webhook.model import reference
 
+# The API's names: image.openshift.io/v1 imagestreams, as OpenShift serves it.
+GROUP, VERSION, PLURAL = "image.openshift.io", "v1", "imagestreams"
+API_VERSION = f"{GROUP}/{VERSION}"
 DOCKER_IMAGE = "DockerImage"
 IMAGE_STREAM_TAG = "ImageStreamTag"
 IMAGE_STREAM_IMAGE = "ImageStreamImage"
