@@ -21,6 +21,7 @@ from webhook.model.streams import (
     seen_generation,
     stream_entry,
     tag_generation,
+    tag_ref_changed,
 )
 
 
@@ -288,10 +289,62 @@ def test_same_image_adds_no_history_item() -> None:
     assert result[0]["items"][0]["created"] == "2026-11-01T10:00:00Z"  # first seen, kept
 
 
-def test_same_digest_from_another_repository_is_a_new_item() -> None:
+def test_same_digest_from_another_repository_updates_the_current_item() -> None:
+    # OpenShift: only when both the reference and the image differ is history added.
     tags = image_stream("app", tags={"1": f"quay.io/x/app@{DIGEST_A}"})["status"]["tags"]
     result, changed = record_event(tags, "1", _event(DIGEST_A, ref="ghcr.io/x/app"))
-    assert changed and len(result[0]["items"]) == 2
+    assert changed and len(result[0]["items"]) == 1
+    assert result[0]["items"][0]["dockerImageReference"] == f"ghcr.io/x/app@{DIGEST_A}"
+
+
+# OpenShift's TestAddTagEventToImageStream (imageutil/helpers_test.go), on tag `latest`, and
+# two rows of our own: a generation-only change clears conditions but keeps Mirrored.
+REF, NEWREF = "registry/ns/app@sha256:" + "1" * 64, "registry/ns/app@sha256:" + "2" * 64
+IMAGE, NEWIMAGE = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+def _item(ref: str, image: str, generation: int = 0) -> dict[str, Any]:
+    return {"created": "t0", "dockerImageReference": ref, "image": image, "generation": generation}
+
+
+@pytest.mark.parametrize(
+    ("existing", "ref", "image", "updated", "items"),
+    [
+        (None, REF, IMAGE, True, [(REF, IMAGE)]),
+        ([], REF, IMAGE, True, [(REF, IMAGE)]),
+        ([(REF, IMAGE)], REF, IMAGE, False, [(REF, IMAGE)]),
+        ([(REF, IMAGE)], REF, NEWIMAGE, True, [(REF, NEWIMAGE)]),
+        ([(REF, IMAGE)], NEWREF, IMAGE, True, [(NEWREF, IMAGE)]),
+        ([(REF, IMAGE)], NEWREF, NEWIMAGE, True, [(NEWREF, NEWIMAGE), (REF, IMAGE)]),
+    ],
+)
+def test_add_tag_event_table(
+    existing: list[tuple[str, str]] | None,
+    ref: str,
+    image: str,
+    updated: bool,
+    items: list[tuple[str, str]],
+) -> None:
+    tags = [] if existing is None else [{"tag": "latest", "items": [_item(*i) for i in existing]}]
+    result, changed = record_event(tags, "latest", {**_item(ref, image), "created": "t1"})
+    assert changed is updated
+    got = [(i["dockerImageReference"], i["image"]) for i in result[0]["items"]]
+    assert got == items
+    if existing and len(items) == len(existing):
+        assert result[0]["items"][0]["created"] == "t0"  # updated in place: first seen kept
+
+
+def test_a_generation_bump_clears_conditions_but_keeps_mirrored() -> None:
+    mirrored = {"type": "Mirrored", "status": "True", "reason": "Mirrored", "generation": 1}
+    failed = {"type": "ImportSuccess", "status": "False", "reason": "NotFound", "generation": 1}
+    tags = [{"tag": "latest", "items": [_item(REF, IMAGE, 1)], "conditions": [mirrored, failed]}]
+    result, changed = record_event(tags, "latest", _item(REF, IMAGE, 2))
+    assert changed and result[0]["items"][0]["generation"] == 2
+    assert result[0]["conditions"] == [mirrored]
+    result, changed = record_event(result, "latest", _item(REF, IMAGE, 2))
+    assert not changed  # nothing new: OpenShift's row 8
+    result, changed = record_event(result, "latest", _item(NEWREF, NEWIMAGE, 3))
+    assert changed and "conditions" not in result[0]  # a new image: the copy was of the old one
 
 
 def test_event_for_a_new_tag_adds_the_tag() -> None:
@@ -370,3 +423,117 @@ def test_stamping_is_idempotent_on_reinvocation() -> None:
     stamps = generation_stamps(new, old)
     new["spec"]["tags"][0]["generation"] = stamps[0]
     assert generation_stamps(new, old) == {}
+
+
+# --- OpenShift's TestTagRefChanged (strategy_test.go), ns = streamnamespace; and rows of ours
+# for kind, reference, importMode (the spec's derivations from tagRefChanged) ---------------
+
+NS = "streamnamespace"
+
+
+def _from(kind: str | None, name: str, namespace: str = "") -> dict[str, Any]:
+    source: dict[str, Any] = {"name": name} if kind is None else {"kind": kind, "name": name}
+    if namespace:
+        source["namespace"] = namespace
+    return {"name": "t", "from": source}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "changed"),
+    [
+        ({"name": "t"}, {"name": "t"}, False),
+        (_from("DockerImage", "foo"), _from("DockerImage", "foo"), False),
+        (_from("DockerImage", "foo"), _from("DockerImage", "bar"), True),
+        ({"name": "t"}, {"name": "t", "from": {}}, False),
+        ({"name": "t"}, _from("ImageStreamTag", "other:latest", "another"), True),
+        (
+            _from("ImageStreamTag", "other:latest"),
+            _from("ImageStreamTag", "other:latest", "another"),
+            True,
+        ),
+        (
+            _from("ImageStreamTag", "other:latest", "something"),
+            _from("ImageStreamTag", "other:latest", "another"),
+            True,
+        ),
+        (
+            _from("ImageStreamTag", "other:latest", "something"),
+            _from("ImageStreamTag", "other:latest"),
+            True,
+        ),
+        (_from("ImageStreamTag", "other:latest"), _from("ImageStreamTag", "other:other", NS), True),
+        (
+            _from("ImageStreamTag", "other:latest", NS),
+            _from("ImageStreamTag", "other:other", NS),
+            True,
+        ),
+        (_from("ImageStreamTag", "other:latest", NS), _from("ImageStreamTag", "other:other"), True),
+        (
+            _from("ImageStreamTag", "other:latest"),
+            _from("ImageStreamTag", "other:latest", NS),
+            False,
+        ),
+        (
+            _from("ImageStreamTag", "other:latest", NS),
+            _from("ImageStreamTag", "other:latest", NS),
+            False,
+        ),
+        (_from("ImageStreamTag", "other:latest"), _from("ImageStreamTag", "other:latest"), False),
+        # Not compared: kind; removing `from`. Compared: reference, importMode (missing = ours).
+        (_from("ImageStreamTag", "x:1"), _from("DockerImage", "x:1"), False),
+        (_from("DockerImage", "foo"), {"name": "t"}, False),
+        (_from("DockerImage", "foo"), {**_from("DockerImage", "foo"), "reference": True}, True),
+        (
+            {**_from("DockerImage", "foo"), "importPolicy": {"importMode": "Legacy"}},
+            {**_from("DockerImage", "foo"), "importPolicy": {"importMode": "PreserveOriginal"}},
+            True,
+        ),
+        (
+            _from("DockerImage", "foo"),
+            {**_from("DockerImage", "foo"), "importPolicy": {"importMode": "PreserveOriginal"}},
+            False,
+        ),
+        (
+            _from("DockerImage", "foo"),
+            {**_from("DockerImage", "foo"), "importPolicy": {"scheduled": True, "insecure": True}},
+            False,
+        ),
+    ],
+)
+def test_tag_ref_changed_table(old: dict[str, Any], new: dict[str, Any], changed: bool) -> None:
+    assert tag_ref_changed(old, new, NS) is changed
+
+
+def _stream_at(generation: int, *tags: dict[str, Any], seen: int | None = None) -> dict[str, Any]:
+    obj = _with_tags(*tags, generation=generation)
+    obj["metadata"]["namespace"] = NS
+    if seen is not None:
+        items = [{"created": "t", "dockerImageReference": "r", "image": "i", "generation": seen}]
+        obj["status"] = {"tags": [{"tag": t["name"], "items": items} for t in tags]}
+    return obj
+
+
+def test_spelling_out_the_own_namespace_is_no_edit() -> None:
+    old = _stream_at(
+        5, {"name": "t", "from": {"kind": "ImageStreamTag", "name": "s:1"}, "generation": 3}
+    )
+    new = _stream_at(
+        5,
+        {
+            "name": "t",
+            "from": {"kind": "ImageStreamTag", "name": "s:1", "namespace": NS},
+            "generation": 3,
+        },
+    )
+    assert generation_stamps(new, old) == {}
+
+
+def test_an_edit_is_stamped_newer_than_what_status_recorded() -> None:
+    # A stream applied from another cluster: tags and status at 5, metadata.generation 1.
+    old = _stream_at(1, _tag("t", generation=5), seen=5)
+    new = _stream_at(1, _tag("t", "quay.io/x/app:2", generation=5), seen=5)
+    assert generation_stamps(new, old) == {0: 6}
+    # …and newer than the stream's next generation when that is the larger.
+    old = _stream_at(9, _tag("t", generation=2), seen=2)
+    new = _stream_at(9, _tag("t", "quay.io/x/app:2", generation=2), seen=2)
+    assert generation_stamps(new, old) == {0: 10}

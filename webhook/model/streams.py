@@ -391,47 +391,106 @@ def tag_generation(stream: ImageStream, spec: TagReference) -> int:
     return spec.generation or stream.generation
 
 
-def generation_stamps(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> dict[int, int]:
+def generation_stamps(
+    obj: Mapping[str, Any], old: Mapping[str, Any] | None, namespace: str = ""
+) -> dict[int, int]:
     """Spec tags to stamp with a generation, as OpenShift's API server does: index → value.
 
-    A tag that is new, whose `from`, `reference` or `importMode` changed while its
-    generation did not, or whose generation a user set to 0 (asking for a re-import), gets
-    the generation the stream is about to have: 1 on create, the old one plus 1 on update
-    (the stamp is itself a spec change, so the API server bumps it). Explicit generations
-    are kept; unchanged tags are left alone.
+    A tag that is new, whose source changed (`tag_ref_changed`) while its generation did not,
+    or whose generation a user set to 0 (asking for a re-import), is stamped; others are left
+    alone, and so is an explicit generation a user or the CLI wrote (OpenShift reverts those;
+    `imagestreams import-image` relies on them). The stamp is the generation the stream is
+    about to have (1 on create, the old one plus 1 on update: the stamp is itself a spec
+    change), and always newer than anything status has recorded for the tag and than the
+    tag's old generation, so an edit re-imports even in a stream restored or applied from
+    another cluster with its generations (OpenShift's rule leaves such a stream stuck).
     """
     tags = _mapping(obj.get("spec"), "spec").get("tags")
     if not isinstance(tags, list):
         return {}
+    metadata = _mapping(obj.get("metadata"), "metadata")
+    namespace = namespace or str(metadata.get("namespace") or "")
     old_tags: dict[str, Mapping[str, Any]] = {}
+    seen: dict[str, int] = {}
     next_generation = 1
     if old is not None:
         old_spec_tags = _mapping(old.get("spec"), "spec").get("tags")
         for tag in old_spec_tags if isinstance(old_spec_tags, list) else []:
             if isinstance(tag, Mapping) and isinstance(tag.get("name"), str):
                 old_tags[tag["name"]] = tag
+        seen = _seen_generations(old.get("status"))
         old_generation = _mapping(old.get("metadata"), "metadata").get("generation")
         next_generation = (old_generation if isinstance(old_generation, int) else 0) + 1
     stamps = {}
     for i, tag in enumerate(tags):
         if not isinstance(tag, Mapping):
             continue
-        before = old_tags.get(str(tag.get("name")))
+        name = str(tag.get("name"))
+        before = old_tags.get(name)
         generation = tag.get("generation")
         if before is None:
             stamp = not generation
         elif generation != before.get("generation"):
             stamp = generation == 0
         else:
-            stamp = _source_of(tag) != _source_of(before)
+            stamp = tag_ref_changed(before, tag, namespace)
         if stamp:
-            stamps[i] = next_generation
+            previous = before.get("generation") if before is not None else None
+            previous = previous if isinstance(previous, int) else 0
+            stamps[i] = max(next_generation, seen.get(name, 0) + 1, previous + 1)
     return stamps
 
 
-def _source_of(tag: Mapping[str, Any]) -> tuple[Any, ...]:
-    policy = tag.get("importPolicy") if isinstance(tag.get("importPolicy"), Mapping) else {}
-    return (tag.get("from"), bool(tag.get("reference")), (policy or {}).get("importMode") or "")
+def tag_ref_changed(old: Mapping[str, Any], new: Mapping[str, Any], namespace: str) -> bool:
+    """Whether a spec tag's source changed, as OpenShift's `tagRefChanged` decides.
+
+    `from`'s namespace is filled in with the stream's own before comparing, and only the
+    namespace, name, `reference` and `importMode` count: not `from.kind` (a kind change with
+    the same name is no new source), nor `scheduled`, `insecure` or the reference policy.
+    A removed or empty `from` is no change either. A missing importMode is our default.
+    """
+    new_from = new.get("from")
+    if not isinstance(new_from, Mapping) or not (new_from.get("kind") or new_from.get("name")):
+        return False
+    old_from = old.get("from")
+    old_from = old_from if isinstance(old_from, Mapping) else {}
+    return bool(
+        (old_from.get("namespace") or namespace) != (new_from.get("namespace") or namespace)
+        or old_from.get("name") != new_from.get("name")
+        or bool(old.get("reference")) != bool(new.get("reference"))
+        or _import_mode(old) != _import_mode(new)
+    )
+
+
+def _import_mode(tag: Mapping[str, Any]) -> str:
+    policy = tag.get("importPolicy")
+    mode = policy.get("importMode") if isinstance(policy, Mapping) else None
+    # The CRD has no defaulting: a missing (or unknown) mode is the one imports use.
+    return mode if mode in (LEGACY, PRESERVE_ORIGINAL) else PRESERVE_ORIGINAL
+
+
+def _seen_generations(status: Any) -> dict[str, int]:
+    """tag → the newest generation status has answered (an image or a failed import)."""
+    entries = status.get("tags") if isinstance(status, Mapping) else None
+    seen: dict[str, int] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("tag"), str):
+            continue
+        items = entry.get("items")
+        conditions = entry.get("conditions")
+        answers = [items[0]] if isinstance(items, list) and items else []
+        if isinstance(conditions, list):
+            answers += [c for c in conditions if isinstance(c, Mapping)]
+        generations = [
+            a["generation"]
+            for a in answers
+            if isinstance(a, Mapping)
+            and a.get("type", IMPORT_SUCCESS) == IMPORT_SUCCESS
+            and isinstance(a.get("generation"), int)
+        ]
+        if generations:
+            seen[entry["tag"]] = max(generations)
+    return seen
 
 
 def needs_import(stream: ImageStream, spec: TagReference) -> bool:
@@ -447,28 +506,45 @@ def record_event(
 ) -> tuple[list[dict[str, Any]], bool]:
     """Status tags with `event` as the tag's current image; and whether anything changed.
 
-    A new item is prepended only when the reference or image differs from the current
-    one; any change (including a generation bump) clears the tag's conditions.
+    OpenShift's rule (`AddTagEventToImageStream`): a new item is prepended only when both
+    the reference and the image differ from the current one; when only one differs, the
+    current item takes the new reference or image (and generation) in place, keeping when it
+    was first seen; when neither does, only a new generation is written. Any change clears
+    the tag's conditions, except that a `Mirrored` condition stays while the image (the
+    digest the copy is of) stays: a re-pointed reference or a generation bump does not undo
+    a complete copy. A successful import always answers an earlier failed one (we retry
+    failures; OpenShift leaves them until the next change).
     """
     result, entry = _copy_with_entry(status_tags, tag)
-    items = entry.setdefault("items", []) or []
+    items = entry.get("items") or []
     entry["items"] = items
     head = items[0] if items else None
     conditions = entry.get("conditions") or []
-    if head is not None and _same_image(head, event):
-        # Same image: a failed import is answered; what speaks of the image (Mirrored) stays.
-        kept = [c for c in conditions if c.get("type") != IMPORT_SUCCESS]
-        changed = head.get("generation") != event.get("generation") or len(kept) < len(conditions)
-        items[0] = {**head, "generation": event.get("generation")}
-    else:
+    same_image = False
+    if head is None:
         items.insert(0, dict(event))
-        kept, changed = [], True  # a new image: every condition spoke of the old one
-    if changed:
-        if kept:
-            entry["conditions"] = kept
+    else:
+        same_reference = head.get("dockerImageReference") == event.get("dockerImageReference")
+        same_image = head.get("image") == event.get("image")
+        if same_reference or same_image:
+            updated = {
+                **head,
+                "dockerImageReference": event.get("dockerImageReference"),
+                "image": event.get("image"),
+                "generation": event.get("generation"),
+            }
+            failed = any(c.get("type") == IMPORT_SUCCESS for c in conditions)
+            if updated == head and not failed:
+                return result, False
+            items[0] = updated
         else:
-            entry.pop("conditions", None)
-    return result, changed
+            items.insert(0, dict(event))
+    kept = [c for c in conditions if c.get("type") == MIRRORED] if same_image else []
+    if kept:
+        entry["conditions"] = kept
+    else:
+        entry.pop("conditions", None)
+    return result, True
 
 
 def record_failure(
@@ -483,13 +559,6 @@ def record_failure(
     others = [c for c in entry.get("conditions") or [] if c.get("type") != IMPORT_SUCCESS]
     entry["conditions"] = [dict(condition), *others]
     return result, True
-
-
-def _same_image(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return bool(
-        a.get("dockerImageReference") == b.get("dockerImageReference")
-        and a.get("image") == b.get("image")
-    )
 
 
 def _copy_with_entry(
