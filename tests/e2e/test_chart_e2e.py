@@ -2,7 +2,8 @@
 enforced), server-side dry runs of every option's rendering, RBAC as each service account
 sees it, the webhook and the controller run on loopback under their chart service accounts,
 certificates made by certs-sync under its own, the admission policies that fence certs-sync
-and the controller, the example app chart resolved at install and upgrade, and uninstall.
+and the controller (the controller's image triggers run through theirs), the switch that turns
+triggers off, the example app chart resolved at install and upgrade, and uninstall.
 
 There is no kubelet: the chart's pods are created and stay Pending. So
 - the chart is installed with `--no-hooks` (Helm would wait for the certs-sync hook Job,
@@ -21,6 +22,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -36,6 +38,8 @@ import yaml
 from conftest import push_image
 from cryptography import x509
 from localcluster import Cluster, free_ports, tool
+
+from webhook.model.triggers import TRIGGERS_ANNOTATION, Trigger, field_path_for, triggers_json
 
 if TYPE_CHECKING:
     from conftest import Namespace
@@ -55,6 +59,7 @@ TLS_SECRET = f"{FULLNAME}-webhook-tls"
 CHART_WEBHOOK_LABEL = "imagestreams-e2e/chart-webhook"
 CRD = "imagestreams.image.openshift.io"
 KUBE_VERSION = "1.34.0"
+TRIGGERS_FENCE = f"{CONTROLLER_SA}-triggers"
 # The chart's webhook only sees namespaces carrying this label (see the module docstring).
 INSTALL_VALUES = {"webhook": {"namespaceSelector": {"matchLabels": {CHART_WEBHOOK_LABEL: "on"}}}}
 
@@ -130,6 +135,8 @@ def test_install_creates_crd_rbac_service_and_webhook(installed: Install) -> Non
         ("validatingadmissionpolicybinding", CERTS_SA),
         ("validatingadmissionpolicy", f"{CONTROLLER_SA}-namespaces"),
         ("validatingadmissionpolicybinding", f"{CONTROLLER_SA}-namespaces"),
+        ("validatingadmissionpolicy", TRIGGERS_FENCE),
+        ("validatingadmissionpolicybinding", TRIGGERS_FENCE),
     ]:
         assert exists(cluster, kind, name), f"{kind} {name}"
     for kind, name in [
@@ -205,6 +212,7 @@ DRY_RUN_SCENARIOS: dict[str, dict[str, Any]] = {
         "controller": {"pullSecretNamespaces": ["default"], "globalPullSecret": "kube-public/x"}
     },
     "no-controller": {"controller": {"enabled": False}},
+    "no-triggers": {"controller": {"triggers": {"enabled": False}}},
     "cert-manager": {"certManager": {"enabled": True}},
     "service-monitor": {"serviceMonitor": {"enabled": True}},
     "everything": {
@@ -651,6 +659,279 @@ def test_admission_policy_confines_the_controller_to_the_enforced_label(
     cluster.kubectl("label", "namespace", namespace.name, "imagestreams.io/policy-enforced-")
 
 
+# --- image triggers: the fence around the controller's workload patches ----------------------
+
+ONLY_IMAGES = "may change only the images of containers and initContainers"
+ONLY_ANNOTATED = "may change only workloads with the annotation image.openshift.io/triggers"
+POD_SPEC = {
+    "Deployment": "/spec/template/spec",
+    "StatefulSet": "/spec/template/spec",
+    "DaemonSet": "/spec/template/spec",
+    "CronJob": "/spec/jobTemplate/spec/template/spec",
+}
+
+
+def workload(
+    kind: str, name: str, namespace: str, *, stream: str | None = "app", image: str = "1"
+) -> dict[str, Any]:
+    """A workload with an init container `init` and containers `web` and `side`; with a
+    stream, triggers set `web` and `init` from STREAM:1 (as `set triggers` writes them)."""
+    labels = {"app": name}
+    pod = {
+        "metadata": {"labels": labels},
+        "spec": {
+            "initContainers": [{"name": "init", "image": f"registry.example/init:{image}"}],
+            "containers": [
+                {"name": "web", "image": f"registry.example/web:{image}"},
+                {"name": "side", "image": f"registry.example/side:{image}"},
+            ],
+        },
+    }
+    spec: dict[str, Any] = {"selector": {"matchLabels": labels}, "template": pod}
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
+    if kind == "CronJob":
+        pod["spec"]["restartPolicy"] = "Never"
+        spec = {"schedule": "0 0 * * *", "jobTemplate": {"spec": {"template": pod}}}
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if stream is not None:
+        triggers = [
+            Trigger(stream, "1", field_path_for(kind, "web")),
+            Trigger(stream, "1", field_path_for(kind, "init", "initContainers")),
+        ]
+        metadata["annotations"] = {TRIGGERS_ANNOTATION: triggers_json(triggers)}
+    group = "batch/v1" if kind == "CronJob" else "apps/v1"
+    return {"apiVersion": group, "kind": kind, "metadata": metadata, "spec": spec}
+
+
+def controller_patch(
+    cluster: Cluster, kind: str, name: str, namespace: str, ops: list[dict[str, Any]]
+) -> subprocess.CompletedProcess[str]:
+    """A JSON patch, as the controller's service account."""
+    return cluster.kubectl(
+        "patch", kind.lower(), name, "-n", namespace, "--type=json", "-p", json.dumps(ops),
+        "--as", f"system:serviceaccount:{NS}:{CONTROLLER_SA}", check=False,
+    )  # fmt: skip
+
+
+def assert_denied(proc: subprocess.CompletedProcess[str], message: str) -> None:
+    assert proc.returncode != 0, proc.stdout
+    assert f"ValidatingAdmissionPolicy '{TRIGGERS_FENCE}'" in proc.stderr, proc.stderr
+    user = f"system:serviceaccount:{NS}:{CONTROLLER_SA}"
+    assert f"denied request: {user} {message}" in proc.stderr, proc.stderr
+
+
+def test_admission_policy_confines_the_controller_to_trigger_images(
+    installed: Install, namespace: Namespace
+) -> None:
+    """RBAC grants the controller `patch` on every Deployment, StatefulSet, DaemonSet and
+    CronJob; the chart's ValidatingAdmissionPolicy lets it change container images of
+    workloads that carry image.openshift.io/triggers, outside the excluded namespaces, and
+    nothing else."""
+    cluster = installed.cluster
+
+    def policy() -> dict[str, Any]:
+        return dict(get_json(cluster, "validatingadmissionpolicy", TRIGGERS_FENCE))
+
+    # The API server type-checks every expression against each matched kind's schema.
+    cluster.wait(
+        "the policy to be type-checked",
+        lambda: (
+            policy().get("status", {}).get("observedGeneration")
+            == policy()["metadata"]["generation"]
+        ),
+    )
+    status = policy()["status"]
+    assert not (status.get("typeChecking") or {}).get("expressionWarnings"), status
+    ns = namespace.name
+    for kind in POD_SPEC:
+        cluster.apply(workload(kind, "w", ns))
+
+    def image(kind: str, pointer: str) -> str:
+        jsonpath = re.sub(r"/(\d+)", r"[\1]", pointer).replace("/", ".")
+        return namespace.get(kind.lower(), "w", "{" + jsonpath + "}")
+
+    # Allowed: a container's or an init container's image, in every kind; the controller's
+    # own patch (a resourceVersion guard, then `add` on the image); `kubectl set image`.
+    for kind, spec in POD_SPEC.items():
+        for i, path in enumerate((f"{spec}/containers/0/image", f"{spec}/initContainers/0/image")):
+            new = f"registry.example/app@sha256:{str(i) * 64}"
+            allowed = controller_patch(
+                cluster, kind, "w", ns, [{"op": "replace", "path": path, "value": new}]
+            )
+            assert allowed.returncode == 0, (kind, path, allowed.stderr)
+            assert image(kind, path) == new
+    version = namespace.get("deployment", "w", "{.metadata.resourceVersion}")
+    pinned = "registry.example/app@sha256:" + "2" * 64
+    guarded = [
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": version},
+        {"op": "add", "path": "/spec/template/spec/containers/1/image", "value": pinned},
+    ]
+    assert controller_patch(cluster, "Deployment", "w", ns, guarded).returncode == 0
+    assert namespace.get("deployment", "w", "{.spec.template.spec.containers[1].image}") == pinned
+    generation = namespace.get("deployment", "w", "{.metadata.generation}")
+    assert int(generation) > 1  # a real rollout: the API server bumped it
+    cluster.kubectl(
+        "set", "image", "deployment/w", "web=registry.example/web:3", "-n", ns,
+        "--as", f"system:serviceaccount:{NS}:{CONTROLLER_SA}",
+    )  # fmt: skip
+    assert namespace.get("deployment", "w", "{.spec.template.spec.containers[0].image}") == (
+        "registry.example/web:3"
+    )
+
+    # Denied: anything but an image.
+    deployment, cronjob = POD_SPEC["Deployment"], POD_SPEC["CronJob"]
+    env = [{"name": "A", "value": "b"}]
+    denied: list[tuple[str, list[dict[str, Any]]]] = [
+        ("Deployment", [{"op": "add", "path": f"{deployment}/containers/0/env", "value": env}]),
+        ("Deployment", [{"op": "add", "path": f"{deployment}/containers/1/command",
+                         "value": ["sh", "-c", "id"]}]),
+        ("Deployment", [{"op": "add", "path": f"{deployment}/initContainers/0/args",
+                         "value": ["x"]}]),
+        ("Deployment", [{"op": "add", "path": f"{deployment}/containers/0/securityContext",
+                         "value": {"privileged": True}}]),
+        ("Deployment", [{"op": "replace", "path": "/spec/replicas", "value": 5}]),
+        ("Deployment", [{"op": "add", "path": "/metadata/labels", "value": {"a": "b"}}]),
+        ("Deployment", [{"op": "add", "path": "/spec/template/metadata/labels/x", "value": "y"}]),
+        ("Deployment", [{"op": "add", "path": "/spec/template/metadata/annotations",
+                         "value": {"a": "b"}}]),
+        ("Deployment", [{"op": "add", "path": f"{deployment}/serviceAccountName",
+                         "value": "admin"}]),
+        ("Deployment", [{"op": "add", "path": f"{deployment}/hostNetwork", "value": True}]),
+        # The annotation itself: changed, removed.
+        ("Deployment", [{"op": "replace", "path": "/metadata/annotations",
+                         "value": {TRIGGERS_ANNOTATION: "[]"}}]),
+        ("Deployment", [{"op": "remove", "path": "/metadata/annotations"}]),
+        # Containers added, reordered, or moved between the lists.
+        ("Deployment", [{"op": "add", "path": f"{deployment}/containers/-",
+                         "value": {"name": "x", "image": "registry.example/x:1"}}]),
+        ("Deployment", [{"op": "move", "from": f"{deployment}/containers/1",
+                         "path": f"{deployment}/containers/0"}]),
+        ("Deployment", [{"op": "move", "from": f"{deployment}/initContainers/0",
+                         "path": f"{deployment}/containers/-"}]),
+        # An image change does not carry anything else along.
+        ("Deployment", [{"op": "replace", "path": f"{deployment}/containers/0/image",
+                         "value": "registry.example/web:9"},
+                        {"op": "add", "path": f"{deployment}/containers/0/env", "value": env}]),
+        ("StatefulSet", [{"op": "replace", "path": "/spec/replicas", "value": 3}]),
+        ("DaemonSet", [{"op": "add", "path": "/spec/template/spec/containers/0/env",
+                        "value": env}]),
+        ("CronJob", [{"op": "replace", "path": "/spec/schedule", "value": "* * * * *"}]),
+        ("CronJob", [{"op": "add", "path": "/spec/jobTemplate/spec/backoffLimit", "value": 0}]),
+        ("CronJob", [{"op": "add", "path": f"{cronjob}/containers/0/command", "value": ["sh"]}]),
+    ]  # fmt: skip
+    for kind, ops in denied:
+        before = get_json(cluster, kind.lower(), "w", "-n", ns)["metadata"]["resourceVersion"]
+        assert_denied(controller_patch(cluster, kind, "w", ns, ops), ONLY_IMAGES)
+        after = get_json(cluster, kind.lower(), "w", "-n", ns)["metadata"]["resourceVersion"]
+        assert after == before, (kind, ops)
+
+    # Denied: a workload without the annotation, even when the patch adds it.
+    cluster.apply(workload("Deployment", "plain", ns, stream=None))
+    just_image = [{"op": "replace", "path": f"{deployment}/containers/0/image", "value": pinned}]
+    assert_denied(controller_patch(cluster, "Deployment", "plain", ns, just_image), ONLY_ANNOTATED)
+    annotated = workload("Deployment", "plain", ns)["metadata"]["annotations"]
+    adds = [{"op": "add", "path": "/metadata/annotations", "value": annotated}, *just_image]
+    assert_denied(controller_patch(cluster, "Deployment", "plain", ns, adds), ONLY_ANNOTATED)
+
+    # Denied: kube-system and the release namespace, annotation or not.
+    name = f"fence-{ns}"[:63]
+    for where in ("kube-system", NS):
+        cluster.apply(workload("Deployment", name, where))
+        try:
+            assert_denied(
+                controller_patch(cluster, "Deployment", name, where, just_image),
+                f"may change no workload in kube-system, kube-node-lease, {NS}",
+            )
+        finally:
+            cluster.kubectl("delete", "deployment", name, "-n", where, "--wait=false")
+
+    # Anyone else is unaffected by the policy.
+    cluster.kubectl("set", "env", "deployment/w", "-n", ns, "A=b")
+
+
+@pytest.fixture
+def without_session_controller(cluster: Cluster) -> Iterator[None]:
+    """The session's own controller (admin, unfenced) stopped: only the one a test runs as
+    the chart's service account reacts to streams."""
+    cluster.stop_controller()
+    try:
+        yield
+    finally:
+        cluster.start_controller()
+
+
+def image_stream(namespace: str, name: str, source: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "image.openshift.io/v1",
+        "kind": "ImageStream",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"tags": [{"name": "1", "from": {"kind": "DockerImage", "name": source}}]},
+    }
+
+
+def controller_args(cluster: Cluster, kubeconfig: Path, *extra: str) -> list[str]:
+    return [
+        "controller", "--kubeconfig", str(kubeconfig), "--workers", "1", "--no-leader-elect",
+        "--allow-registry", cluster.registry, "--insecure-registry", cluster.registry, *extra,
+    ]  # fmt: skip
+
+
+def test_controller_rolls_triggered_workloads_through_the_fence(
+    installed: Install, namespace: Namespace, tmp_path: Path, without_session_controller: None
+) -> None:
+    """The real controller, as the chart's service account: its trigger patches pass the
+    policy, and in kube-system the policy stops them (logged; the workload stays as it was)."""
+    cluster = installed.cluster
+    repository = f"{cluster.registry}/e2e/fence"
+    pinned = f"{repository}@{push_image(f'{repository}:1', 'fence', tmp_path / 'image')}"
+    ns = namespace.name
+    system = f"fence-{ns}"[:63]
+    kubeconfig = token_kubeconfig(cluster, CONTROLLER_SA, tmp_path / "controller.kubeconfig")
+    log = tmp_path / "controller.log"
+
+    def images(kind: str, name: str, where: str = ns) -> list[str]:
+        """Init containers' images, then containers'."""
+        obj = get_json(cluster, kind, name, "-n", where)
+        spec = obj["spec"].get("jobTemplate", obj)["spec"]["template"]["spec"]
+        return [c["image"] for c in spec["initContainers"] + spec["containers"]]
+
+    def triggered() -> set[str]:
+        events = get_json(cluster, "events", "-n", ns, "--field-selector=reason=ImageTriggered")
+        return {e["involvedObject"]["name"] for e in events["items"]}
+
+    cluster.apply([workload("Deployment", "web", ns), workload("CronJob", "job", ns)])
+    cluster.apply(workload("Deployment", system, "kube-system", stream=system))
+    try:
+        with running(cluster, controller_args(cluster, kubeconfig), log) as proc:
+            cluster.apply(
+                [
+                    image_stream(ns, "app", f"{repository}:1"),
+                    image_stream("kube-system", system, f"{repository}:1"),
+                ]
+            )
+            rolled = [pinned, pinned, "registry.example/side:1"]
+            cluster.wait(
+                "the controller's triggers to roll the workloads",
+                lambda: images("deployment", "web") == images("cronjob", "job") == rolled,
+                timeout=90,
+            )
+            cluster.wait("an ImageTriggered Event on each", lambda: triggered() == {"web", "job"})
+            cluster.wait(
+                "the policy to refuse the trigger in kube-system",
+                lambda: f"Deployment kube-system/{system}" in log.read_text(),
+            )
+            assert proc.poll() is None
+        text = log.read_text()
+        assert f"may change no workload in kube-system, kube-node-lease, {NS}" in text, text
+        assert images("deployment", system, "kube-system") == [
+            "registry.example/init:1", "registry.example/web:1", "registry.example/side:1",
+        ]  # fmt: skip
+    finally:
+        cluster.kubectl("delete", "imagestream", system, "-n", "kube-system", "--wait=false")
+        cluster.kubectl("delete", "deployment", system, "-n", "kube-system", "--wait=false")
+
+
 def test_helm_upgrade_keeps_the_ca_bundle(installed: Install, tmp_path: Path) -> None:
     """The chart renders no caBundle; Helm's three-way merge leaves the one certs-sync set."""
     cluster = installed.cluster
@@ -665,6 +946,58 @@ def test_helm_upgrade_keeps_the_ca_bundle(installed: Install, tmp_path: Path) ->
     (webhook,) = get_json(cluster, "mutatingwebhookconfiguration", FULLNAME)["webhooks"]
     assert webhook["timeoutSeconds"] == 7
     assert ca_bundle(cluster) == bundle
+
+
+def test_triggers_off_leaves_the_controller_no_rights_on_workloads(
+    installed: Install, namespace: Namespace, tmp_path: Path, without_session_controller: None
+) -> None:
+    """controller.triggers.enabled=false: no workload rules in the controller's role, no
+    policy, and a controller started with --no-triggers that imports without touching
+    workloads. Upgraded back afterwards."""
+    cluster = installed.cluster
+    user = f"system:serviceaccount:{NS}:{CONTROLLER_SA}"
+    off = helm(
+        cluster, "upgrade", RELEASE, str(CHART), "-n", NS, "-f", installed.values,
+        "--set", "controller.triggers.enabled=false", "--no-hooks",
+    )  # fmt: skip
+    try:
+        assert "controller.triggers.enabled is false" in off.stdout
+        assert not exists(cluster, "validatingadmissionpolicy", TRIGGERS_FENCE)
+        for verb, resource in [
+            ("patch", "deployments.apps"), ("list", "deployments.apps"),
+            ("patch", "statefulsets.apps"), ("patch", "daemonsets.apps"),
+            ("patch", "cronjobs.batch"), ("watch", "cronjobs.batch"),
+        ]:  # fmt: skip
+            proc = cluster.kubectl(
+                "auth", "can-i", verb, resource, "-n", namespace.name, "--as", user, check=False
+            )
+            assert proc.stdout.strip() == "no", (verb, resource)
+        deployment = get_json(cluster, "deployment", CONTROLLER_SA, "-n", NS)
+        assert "--no-triggers" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+        repository = f"{cluster.registry}/e2e/no-triggers"
+        digest = push_image(f"{repository}:1", "no triggers", tmp_path / "image")
+        cluster.apply(workload("Deployment", "web", namespace.name))
+        kubeconfig = token_kubeconfig(cluster, CONTROLLER_SA, tmp_path / "controller.kubeconfig")
+        log = tmp_path / "controller.log"
+        with running(cluster, controller_args(cluster, kubeconfig, "--no-triggers"), log):
+            cluster.apply(image_stream(namespace.name, "app", f"{repository}:1"))
+            cluster.wait(
+                "the controller to import the tag",
+                lambda: digest in namespace.get("imagestream", "app", "{.status.tags[*].items}"),
+                timeout=60,
+            )
+            time.sleep(2)  # a trigger would follow the status write at once
+        text = log.read_text()
+        assert "forbidden" not in text.lower() and "image trigger" not in text, text
+        image = namespace.get("deployment", "web", "{.spec.template.spec.containers[0].image}")
+        assert image == "registry.example/web:1"
+    finally:
+        helm(cluster, "upgrade", RELEASE, str(CHART), "-n", NS, "-f", installed.values,
+             "--no-hooks")  # fmt: skip
+    assert exists(cluster, "validatingadmissionpolicy", TRIGGERS_FENCE)
+    proc = cluster.kubectl("auth", "can-i", "patch", "deployments.apps", "--as", user)
+    assert proc.stdout.strip() == "yes"
 
 
 def test_unreachable_chart_webhook_with_failure_policy_ignore(

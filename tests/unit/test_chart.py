@@ -51,6 +51,7 @@ SCENARIOS: dict[str, Doc] = {
     },
     "failure-policy-fail": {"webhook": {"failurePolicy": "Fail", "timeoutSeconds": 10}},
     "no-controller": {"controller": {"enabled": False}},
+    "no-triggers": {"controller": {"triggers": {"enabled": False}}},
     "pull-secret-namespaces": {
         "controller": {"pullSecretNamespaces": ["team-a"], "globalPullSecret": "infra/pull"}
     },
@@ -451,6 +452,103 @@ def test_admission_policy_confines_the_controllers_namespace_patches(
     assert binding["spec"] == {"policyName": name, "validationActions": ["Deny"]}
 
 
+TRIGGERS_POLICY = f"{FULLNAME}-controller-triggers"
+READ_PATCH = ("get", "list", "watch", "patch")
+WORKLOAD_RULES = [
+    (("apps",), ("deployments", "statefulsets", "daemonsets"), READ_PATCH, ()),
+    (("batch",), ("cronjobs",), READ_PATCH, ()),
+]
+
+
+def test_admission_policy_confines_the_controllers_workload_patches(defaults: list[Doc]) -> None:
+    """Every workload kind the controller may patch is fenced, for its service account
+    only; what the CEL allows is tested on a real API server (tests/e2e/test_chart_e2e.py)."""
+    policy = find(defaults, "ValidatingAdmissionPolicy", TRIGGERS_POLICY)
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    fenced = {
+        (group, resource)
+        for rule in spec["matchConstraints"]["resourceRules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        if rule["operations"] == ["UPDATE"]
+    }
+    patchable = {
+        (group, resource)
+        for groups, resources, verbs, _ in rules(defaults, "ClusterRole", f"{FULLNAME}-controller")
+        if "patch" in verbs and not {"namespaces", "events", "imagestreams/status"} & set(resources)
+        for group in groups
+        for resource in resources
+    }
+    assert fenced == patchable
+    assert fenced == {
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("batch", "cronjobs"),
+    }
+    (condition,) = spec["matchConditions"]
+    assert condition["expression"] == (
+        f'request.userInfo.username == "system:serviceaccount:{NS}:{FULLNAME}-controller"'
+    )
+    namespaces, annotation, *images = spec["validations"]
+    assert namespaces["expression"] == (
+        f'!(request.namespace in ["kube-system","kube-node-lease","{NS}"])'
+    )
+    assert namespaces["message"].endswith(
+        f"may change no workload in kube-system, kube-node-lease, {NS}"
+    )
+    # The annotation as the workload had it before this update.
+    variables = {v["name"]: v["expression"] for v in spec["variables"]}
+    assert annotation["expression"] == '"image.openshift.io/triggers" in variables.oldAnnotations'
+    assert variables["oldAnnotations"].startswith("has(oldObject.metadata.annotations) ?")
+    assert {v["message"] for v in images} == {
+        f"system:serviceaccount:{NS}:{FULLNAME}-controller may change only the images of"
+        " containers and initContainers"
+    }
+    everything = " ".join(v["expression"] for v in images)
+    for skipped in ('["metadata", "spec"]', '["image"]', '["containers", "initContainers"]'):
+        assert skipped in everything
+    binding = find(defaults, "ValidatingAdmissionPolicyBinding", TRIGGERS_POLICY)
+    assert binding["spec"] == {"policyName": TRIGGERS_POLICY, "validationActions": ["Deny"]}
+
+
+def test_triggers_policy_follows_the_excluded_namespaces(tmp_path: Path) -> None:
+    docs = render({"webhook": {"excludedNamespaces": ["kube-system", "platform", NS]}}, tmp_path)
+    policy = find(docs, "ValidatingAdmissionPolicy", TRIGGERS_POLICY)
+    namespaces = policy["spec"]["validations"][0]
+    assert namespaces["expression"] == f'!(request.namespace in ["kube-system","platform","{NS}"])'
+
+
+def test_triggers_off_removes_the_workload_rights(rendered: dict[str, list[Doc]]) -> None:
+    from webhook.cli.main import build_parser
+
+    docs = rendered["no-triggers"]
+    controller = f"{FULLNAME}-controller"
+    assert rules(docs, "ClusterRole", controller) == [
+        r for r in rules(rendered["defaults"], "ClusterRole", controller) if r not in WORKLOAD_RULES
+    ]
+    assert not [d for d in docs if d["metadata"]["name"] == TRIGGERS_POLICY]
+    # The controller is told, in a flag its CLI knows; by default triggers are on.
+    parser = build_parser()
+    args = args_of(find(docs, "Deployment", controller))
+    assert "--no-triggers" in args
+    assert parser.parse_args(args).triggers is False
+    default_args = args_of(find(rendered["defaults"], "Deployment", controller))
+    assert not [a for a in default_args if "triggers" in a]
+    assert parser.parse_args(default_args).triggers is True
+
+
+def test_triggers_policy_can_be_switched_off_alone(tmp_path: Path) -> None:
+    docs = render({"controller": {"triggers": {"admissionPolicy": False}}}, tmp_path)
+    assert not [d for d in docs if d["metadata"]["name"] == TRIGGERS_POLICY]
+    assert set(WORKLOAD_RULES) <= set(rules(docs, "ClusterRole", f"{FULLNAME}-controller"))
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "ValidatingAdmissionPolicy"} == {
+        f"{FULLNAME}-controller-namespaces",
+        f"{FULLNAME}-certs-sync",
+    }
+
+
 # --- RBAC per component ------------------------------------------------------------------
 
 
@@ -577,12 +675,6 @@ def test_admission_policy_limits_what_certs_sync_may_create(defaults: list[Doc])
     assert '"kubernetes.io/tls"' in validation["expression"]
     binding = find(defaults, "ValidatingAdmissionPolicyBinding", name)
     assert binding["spec"] == {"policyName": name, "validationActions": ["Deny"]}
-
-
-def test_admission_policy_needs_kubernetes_1_30(tmp_path: Path) -> None:
-    docs = render({}, tmp_path, "1.29.0")
-    assert "ValidatingAdmissionPolicy" not in kinds(docs)
-    assert "Deployment" in kinds(render({}, tmp_path, "1.27.0"))
 
 
 def test_cert_manager_certificates(rendered: dict[str, list[Doc]]) -> None:
@@ -965,6 +1057,10 @@ def test_local_registry_needs_the_controller(tmp_path: Path) -> None:
         ({"localRegistry": {"image": {"tag": "", "digest": ""}}}, "/localRegistry/image"),
         ({"localRegistry": {"persistence": {"size": "lots"}}}, "/localRegistry/persistence/size"),
         ({"localRegistry": {"enabled": True, "extra": 1}}, "additional properties 'extra'"),
+        ({"controller": {"triggers": {"enabled": "no"}}}, "at '/controller/triggers/enabled'"),
+        ({"controller": {"triggers": {"admissionPolicy": 1}}},
+         "at '/controller/triggers/admissionPolicy'"),
+        ({"controller": {"triggers": {"enable": False}}}, "additional properties 'enable'"),
     ],
 )  # fmt: skip
 def test_bad_values_are_rejected_with_their_path(values: Doc, message: str, tmp_path: Path) -> None:
@@ -984,18 +1080,31 @@ def test_controller_without_leader_election_and_one_replica(tmp_path: Path) -> N
     assert not [d for d in docs if d["metadata"]["name"].endswith("leader-election")]
 
 
-def test_kubernetes_older_than_1_27_is_refused(tmp_path: Path) -> None:
-    proc = helm("template", RELEASE, str(CHART), "--kube-version", "1.26.9", check=False)
+@pytest.mark.parametrize("version", ["1.29.15", "1.29.4-eks-036c24b", "1.27.0"])
+def test_kubernetes_older_than_1_30_is_refused(version: str) -> None:
+    """The admission policies that fence the controller and certs-sync need 1.30: older
+    clusters are refused rather than installed without them."""
+    proc = helm("template", RELEASE, str(CHART), "--kube-version", version, check=False)
     assert proc.returncode != 0
-    assert "chart requires kubeVersion: >=1.27.0-0" in proc.stderr
+    assert "chart requires kubeVersion: >=1.30.0-0" in proc.stderr
+
+
+def test_kubernetes_1_30_gets_every_admission_policy(tmp_path: Path) -> None:
     # Managed clusters report pre-release style versions; they are accepted.
-    render({}, tmp_path, "1.29.4-eks-036c24b")
+    for version in ("1.30.0", "1.30.4-eks-036c24b"):
+        docs = render({}, tmp_path, version)
+        policies = {d["metadata"]["name"] for d in docs if d["kind"] == "ValidatingAdmissionPolicy"}
+        assert policies == {
+            f"{FULLNAME}-controller-triggers",
+            f"{FULLNAME}-controller-namespaces",
+            f"{FULLNAME}-certs-sync",
+        }
 
 
 def test_chart_metadata() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["apiVersion"] == "v2"
-    assert chart["kubeVersion"] == ">=1.27.0-0"
+    assert chart["kubeVersion"] == ">=1.30.0-0"
     assert chart["appVersion"]
     assert (CHART / "crds" / "imagestreams.yaml").exists()
     schema = json.loads((CHART / "values.schema.json").read_text())

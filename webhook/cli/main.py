@@ -183,6 +183,12 @@ def _add_controller(verbs: Verbs, common: argparse.ArgumentParser) -> None:
         default=True,
         help="hold a Lease so that only one replica imports (default on)",
     )
+    p.add_argument(
+        "--triggers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="apply image triggers: patch the workloads that follow a moved tag (default on)",
+    )
     p.add_argument("--lease-name", default="imagestreams-controller")
     p.add_argument("--lease-namespace", help="namespace of the Lease (default: -n, else ours)")
     p.add_argument("--metrics-bind", metavar="HOST:PORT", help="serve /metrics here")
@@ -249,8 +255,9 @@ def _run_controller(args: argparse.Namespace) -> int:
     if args.metrics_bind:
         host, _, port = args.metrics_bind.rpartition(":")
         start_http_server(int(port), addr=host or "0.0.0.0", registry=controller.metrics.registry)
-    triggers = TriggerReconciler.from_api_client(connection.api_client)
-    controller.listeners.append(lambda before, after: triggers.stream_changed(after, before))
+    if args.triggers:
+        triggers = TriggerReconciler.from_api_client(connection.api_client)
+        controller.listeners.append(lambda before, after: triggers.stream_changed(after, before))
     if not args.leader_elect:
         controller.run()
         return 0
