@@ -1,5 +1,7 @@
 """The image reference grammar, against a table of valid and invalid references."""
 
+import re
+
 import pytest
 
 from webhook.model.reference import InvalidReference, Reference, parse, parse_normalized
@@ -77,6 +79,89 @@ def test_name_of_exactly_255_characters_is_accepted() -> None:
     name = "x/" + "a" * 253
     assert len(name) == 255
     assert parse(name).path == name
+
+
+def a(n: int) -> str:
+    return "a" * n
+
+
+# The path after the domain may have 255 characters, counted after normalizing (a Docker Hub
+# name with its implied `library/`): distribution/reference v0.6 ParseNormalizedNamed, the
+# parser container runtimes use. Rows from its reference_test.go / normalize_test.go and the
+# boundaries either side, as v0.6.0 answers them. OpenShift's library-go parser counts the
+# whole name as written instead; we differ on purpose where the comment says "library-go".
+LENGTHS = [
+    # (reference, valid)
+    (a(246), True),  # docker.io/library/ + 246: path 254
+    (a(247), True),  # path 255
+    (a(248), False),  # path 256 with the implied library/ (library-go: valid)
+    (a(255), False),  # (library-go: valid)
+    (a(256), False),
+    (a(247) + ":tag", True),
+    (a(248) + ":tag", False),
+    ("library/" + a(247), True),
+    ("library/" + a(248), False),
+    ("ns/" + a(252), True),
+    ("ns/" + a(253), False),
+    ("example.com/" + a(243), True),
+    ("example.com/" + a(244), True),  # whole name 256 (library-go: invalid)
+    ("example.com/" + a(254), True),
+    ("example.com/" + a(255), True),  # the issue's case (library-go: invalid)
+    ("example.com/" + a(255) + ":tag", True),
+    ("example.com/" + a(256), False),
+    ("domain/" + a(256), False),  # no "." or ":": domain/ is part of the path
+    ("localhost/" + a(255), True),
+    ("localhost/" + a(256), False),
+    ("docker.io/" + a(247), True),
+    ("docker.io/" + a(248), False),  # docker.io/library/ + 248
+    ("docker.io/" + a(254), False),
+    ("docker.io/ns/" + a(252), True),  # path 255 (library-go: invalid)
+    ("docker.io/ns/" + a(253), False),
+    ("index.docker.io/" + a(248), False),
+    ("a/" * 127 + "a", True),  # 255
+    ("a/" * 128 + "a", False),  # 257
+    ("bar:5000/" + a(63) + "/" + "b" * 182, True),  # whole name 255
+    ("bar:5000/" + a(63) + "/" + "b" * 183, True),  # whole name 256 (library-go: invalid)
+]
+
+
+def short(text: str) -> str:
+    """A test id: runs of a repeated character or `a/` written as `a*N`."""
+    return re.sub(r"(a/|a|b)\1{9,}", lambda m: f"{m[1]}*{len(m[0]) // len(m[1])}", text)
+
+
+@pytest.mark.parametrize(("text", "valid"), LENGTHS, ids=[short(t) for t, _ in LENGTHS])
+def test_the_path_after_the_domain_may_have_255_characters(text: str, valid: bool) -> None:
+    for parser in (parse, parse_normalized):
+        if valid:
+            parser(text)
+        else:
+            with pytest.raises(InvalidReference, match="not be more than 255 characters"):
+                parser(text)
+
+
+@pytest.mark.parametrize("n", range(247, 257))
+def test_bare_names_count_the_implied_library_prefix(n: int) -> None:
+    if n <= 247:
+        assert parse_normalized(a(n)).path == "library/" + a(n)
+    else:
+        with pytest.raises(
+            InvalidReference, match=r"255 characters \(counting the implied library/\)"
+        ):
+            parse(a(n))
+
+
+@pytest.mark.parametrize(
+    ("domain", "n"), [(d, n) for d in ("example.com", "") for n in (254, 255, 256)]
+)
+def test_path_boundaries_with_and_without_a_domain(domain: str, n: int) -> None:
+    path = "x/" + a(n - 2)  # "x/" keeps a domainless path off Docker Hub's library/
+    text = f"{domain}/{path}" if domain else path
+    if n <= 255:
+        assert parse(text).path == path
+    else:
+        with pytest.raises(InvalidReference, match="255 characters"):
+            parse(text)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,13 @@ Docker CLI all use, so a string that a runtime would pull is parsed the same way
 The first "/"-separated part is a domain only when it contains "." or ":", is "localhost",
 or has uppercase letters (a path component never does); otherwise the reference lives on
 Docker Hub. Pure functions over strings, no I/O.
+
+Length: the path, not domain + path, may have at most 255 characters, counted as a runtime
+counts it (distribution/reference v0.6 `ParseNormalizedNamed`): a Docker Hub name counts with
+the `library/` it implies, so a bare name has at most 247. `example.com/` + 255 characters is
+valid. OpenShift's own parser (library-go) limits the whole name as written to 255 instead;
+we follow v0.6 on purpose, because admission and import must accept exactly what a container
+runtime would pull.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"
 OFFICIAL_REPO_PREFIX = "library/"
 DEFAULT_TAG = "latest"
-NAME_TOTAL_LENGTH_MAX = 255
+# distribution/reference v0.6 RepositoryNameTotalLengthMax: the path after the domain.
+PATH_LENGTH_MAX = 255
 
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|[-]+)"
@@ -124,9 +132,13 @@ def parse(reference: str) -> Reference:
         raise InvalidReference(reference, "repository name must be lowercase")
     if not _PATH_RE.fullmatch(path):
         raise InvalidReference(reference, f"invalid repository name {path!r}")
-    if len(name) > NAME_TOTAL_LENGTH_MAX:
+    # Counted after normalizing, as a runtime does: `mysql` is the path `library/mysql`.
+    normalized_path = Reference(domain, path).normalized().path
+    if len(normalized_path) > PATH_LENGTH_MAX:
+        implied = " (counting the implied library/)" if normalized_path != path else ""
         raise InvalidReference(
-            reference, f"repository name must not be more than {NAME_TOTAL_LENGTH_MAX} characters"
+            reference,
+            f"repository name must not be more than {PATH_LENGTH_MAX} characters{implied}",
         )
     if not domain and _HEX64_RE.fullmatch(path):
         # A bare 64-hex string is an image ID, never a repository name.
