@@ -266,3 +266,42 @@ def test_changing_a_tags_source_reimports_it(namespace: Namespace, tmp_path: Pat
         "the import of the new source",
         lambda: history(namespace, "edit", "v") == [second, first],
     )
+
+
+def test_image_stream_image_takes_a_unique_digest_prefix(namespace: Namespace) -> None:
+    """A hand-written `from: {kind: ImageStreamImage, name: "stream@<prefix>"}` is imported
+    to the full digest, as OpenShift does; a prefix that several images share gets a Conflict
+    condition that lists them."""
+    cluster = namespace.cluster
+    assert cluster.controller_running, "the cluster's imagestreams controller is not running"
+    repo = f"{cluster.registry}/{namespace.name}/hist"
+    wanted = "sha256:9f8e7d6c" + "5" * 56
+    twins = ["sha256:abcdef01" + "1" * 56, "sha256:abcdef02" + "2" * 56]
+    stream(namespace, "hist", [])  # history only, as a rollback source
+    namespace.write_status(
+        "hist", {"old": f"{repo}@{wanted}", "a": f"{repo}@{twins[0]}", "b": f"{repo}@{twins[1]}"}
+    )
+    stream(
+        namespace,
+        "app",
+        [
+            {"name": "pinned", "from": {"kind": "ImageStreamImage", "name": "hist@9f8e7d6c"}},
+            {"name": "twin", "from": {"kind": "ImageStreamImage", "name": "hist@abcdef0"}},
+        ],
+    )
+    wait_for(
+        cluster, "the prefix resolved", lambda: history(namespace, "app", "pinned") == [wanted]
+    )
+    out = namespace.kubectl("get", "imagestream", "app", "-o", "json").stdout
+    pinned = next(t for t in json.loads(out)["status"]["tags"] if t["tag"] == "pinned")
+    assert pinned["items"][0]["dockerImageReference"] == f"{repo}@{wanted}"
+
+    wait_for(cluster, "the ambiguity reported", lambda: conditions(namespace, "app", "twin") != [])
+    [condition] = conditions(namespace, "app", "twin")
+    assert (condition["type"], condition["status"], condition["reason"]) == (
+        "ImportSuccess",
+        "False",
+        "Conflict",
+    )
+    assert f"({twins[0]}, {twins[1]})" in condition["message"]
+    assert history(namespace, "app", "twin") == []

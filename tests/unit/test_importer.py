@@ -538,6 +538,43 @@ def test_image_stream_image_failures(source: dict[str, Any] | None, name: str, r
     assert import_from_stream_image(tag, source, source_namespace="team").reason == reason
 
 
+@pytest.mark.parametrize("image_id", [D1[7:], D1[7:14], D1[:14], "sha256:" + "1" * 12])
+def test_image_stream_image_takes_a_unique_prefix_as_openshift_does(image_id: str) -> None:
+    tag = parse_tag_reference(spec("rollback", f"db@{image_id}", kind="ImageStreamImage"))
+    result = import_from_stream_image(tag, SOURCE, source_namespace="team", now=NOW)
+    assert result.event is not None
+    assert result.event["image"] == D1
+    assert result.event["dockerImageReference"] == f"docker.io/library/mysql@{D1}"
+
+
+SIMILAR = stream(
+    {
+        "a": [("quay.io/x/db@sha256:abcdef01" + "1" * 56, "sha256:abcdef01" + "1" * 56)],
+        "b": [("quay.io/x/db@sha256:abcdef02" + "2" * 56, "sha256:abcdef02" + "2" * 56)],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("source", "image_id", "reason", "text"),
+    [
+        (SIMILAR, "abcdef0", "Conflict", "2 images in the history of image stream team/db match"),
+        (SIMILAR, "abcdef0", "Conflict", f"sha256:abcdef01{'1' * 56}, sha256:abcdef02"),
+        (SIMILAR, "abcdef03", "NotFound", "no image in the history of image stream team/db"),
+        (SIMILAR, "abc", "InternalError", "'db@abc': image ID 'abc' is too short"),
+        (SIMILAR, "sha256:", "InternalError", "at least 7 of its hexadecimal characters"),
+        (SOURCE, "1111111@x", "InternalError", "STREAM@DIGEST"),
+    ],
+)
+def test_image_stream_image_prefix_failures_say_what_to_write(
+    source: dict[str, Any], image_id: str, reason: str, text: str
+) -> None:
+    tag = parse_tag_reference(spec("rollback", f"db@{image_id}", kind="ImageStreamImage"))
+    result = import_from_stream_image(tag, source, source_namespace="team", now=NOW)
+    assert (result.event, result.reason) == (None, reason)
+    assert text in result.condition["message"]  # type: ignore[index]
+
+
 def test_find_in_history_prefers_the_newest_item() -> None:
     twice = stream(
         {

@@ -8,7 +8,8 @@ the registry (through a client that satisfies `ManifestSource`, normally
 - `event`: the status history item `{created, dockerImageReference, image, generation}`, with
   `dockerImageReference` always fully qualified (`docker.io/library/mysql@sha256:…`), or
 - `condition`: `{type: ImportSuccess, status: "False", lastTransitionTime, reason, message,
-  generation}` with reason NotFound, Unauthorized, Forbidden or InternalError,
+  generation}` with reason NotFound, Unauthorized, Forbidden or InternalError (and Conflict
+  for an `ImageStreamImage` prefix that several images match),
 
 plus what the status item has no field for: the platforms an index contains, the digest the
 tag pointed at in the registry, and a `Retry-After` the registry asked for.
@@ -34,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from webhook.model import streams
+from webhook.model import stream_images, streams
 from webhook.model.reference import DEFAULT_TAG, InvalidReference, Reference, parse_normalized
 from webhook.model.streams import LEGACY, PRESERVE_ORIGINAL, TagReference
 from webhook.registry.client import ManifestHead, Repository
@@ -58,6 +59,7 @@ NOT_FOUND = "NotFound"
 UNAUTHORIZED = "Unauthorized"
 FORBIDDEN = "Forbidden"
 INTERNAL_ERROR = "InternalError"
+CONFLICT = "Conflict"  # OpenShift's answer to an ImageStreamImage prefix that is ambiguous
 
 
 class ManifestSource(Protocol):
@@ -317,18 +319,19 @@ def current_item(stream: Mapping[str, Any], tag: str) -> Mapping[str, Any] | Non
     return items[0] if items and isinstance(items[0], Mapping) else None
 
 
+def _history(stream: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every history item of every tag of a stream's status, each tag's newest first."""
+    items = []
+    for status_tag in (stream.get("status") or {}).get("tags") or []:
+        if isinstance(status_tag, Mapping):
+            items += [i for i in status_tag.get("items") or [] if isinstance(i, Mapping)]
+    return items
+
+
 def find_in_history(stream: Mapping[str, Any], digest: str) -> Mapping[str, Any] | None:
     """The newest history item of any tag whose image is `digest`, or None."""
-    found: Mapping[str, Any] | None = None
-    for status_tag in (stream.get("status") or {}).get("tags") or []:
-        if not isinstance(status_tag, Mapping):
-            continue
-        for item in status_tag.get("items") or []:
-            if isinstance(item, Mapping) and item.get("image") == digest:
-                if found is None or str(item.get("created", "")) > str(found.get("created", "")):
-                    found = item
-                break  # items are newest first
-    return found
+    same = [item for item in _history(stream) if item.get("image") == digest]
+    return max(same, key=lambda item: str(item.get("created", "")), default=None)
 
 
 def _copy_event(
@@ -398,28 +401,38 @@ def import_from_stream_image(
     now: datetime.datetime | None = None,
 ) -> ImportResult:
     """`from: {kind: ImageStreamImage, name: "stream@sha256:…"}` → that image from the source
-    stream's history. This is how a rollback is written: pin a tag to an earlier image."""
+    stream's history. This is how a rollback is written: pin a tag to an earlier image.
+
+    As in OpenShift, the ID may be a unique prefix of the digest, with or without `sha256:`
+    (model/stream_images.py; we ask for at least 7 characters of it).
+    """
     tag = spec_tag.name
     gen = generation if generation is not None else spec_generation(spec_tag)
     when = rfc3339(now or datetime.datetime.now(datetime.UTC))
     name = _source_name(spec_tag)
-    stream_name, _, digest = name.partition("@")
-    if not stream_name or not digest:
-        return _stream_failure(
-            spec_tag,
-            INTERNAL_ERROR,
-            f"tag {tag!r}: ImageStreamImage source {name!r} is not of the form STREAM@DIGEST",
-            gen,
-            when,
-        )
+    try:
+        stream_name, image_id = stream_images.split_name(name)
+    except ValueError:
+        message = f"tag {tag!r}: ImageStreamImage source {name!r} is not of the form STREAM@DIGEST"
+        return _stream_failure(spec_tag, INTERNAL_ERROR, message, gen, when)
+    where = f"image stream {source_namespace}/{stream_name}"
     if source is None:
-        message = f"image stream {source_namespace}/{stream_name} (source of tag {tag!r}) not found"
+        message = f"{where} (source of tag {tag!r}) not found"
         return _stream_failure(spec_tag, NOT_FOUND, message, gen, when)
-    item = find_in_history(source, digest)
-    if item is None:
+    try:
+        image = stream_images.resolve((str(i.get("image", "")) for i in _history(source)), image_id)
+    except stream_images.TooShort as error:
+        message = f"tag {tag!r}: ImageStreamImage source {name!r}: {error}"
+        return _stream_failure(spec_tag, INTERNAL_ERROR, message, gen, when)
+    except stream_images.NoMatch:
+        message = f"tag {tag!r}: no image in the history of {where} matches {image_id!r}"
+        return _stream_failure(spec_tag, NOT_FOUND, message, gen, when)
+    except stream_images.Ambiguous as error:
         message = (
-            f"image {digest} is not in the history of image stream"
-            f" {source_namespace}/{stream_name} (source of tag {tag!r})"
+            f"tag {tag!r}: {len(error.matches)} images in the history of {where} match the"
+            f" prefix {image_id!r} ({', '.join(error.matches)}): give more of the digest"
         )
-        return _stream_failure(spec_tag, NOT_FOUND, message, gen, when)
+        return _stream_failure(spec_tag, CONFLICT, message, gen, when)
+    item = find_in_history(source, image)
+    assert item is not None  # resolve() chose it from this history
     return _copy_event(tag, item, gen, when, import_mode_of(spec_tag))
