@@ -1,12 +1,13 @@
 """The floor: a no-op admission webhook under exactly `imagestreams serve`'s gunicorn and TLS.
 
     python -m bench.floor_app --bind 127.0.0.1:PORT --certfile F --keyfile F [--workers N]
-        [--threads N]
+        [--health-bind HOST:PORT]
 
 It reads the body, parses the JSON (it must, to echo the request's uid) and answers
 `allowed: true`: everything a Python webhook cannot avoid, and nothing of ours. It runs under
 `webhook.server.WebhookServer` itself, with only the WSGI app swapped, so the gunicorn
-settings (worker class, keep-alive, the cached `ReloadingSSLContext`) are the product's.
+settings (worker class and its deadlines, keep-alive, the cached `ReloadingSSLContext`)
+are the product's.
 Not part of the product CLI on purpose.
 """
 
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--certfile", required=True)
     parser.add_argument("--keyfile", required=True)
     parser.add_argument("--workers", type=int, default=ServeOptions.workers)
-    parser.add_argument("--threads", type=int, default=ServeOptions.threads)
+    parser.add_argument("--health-bind")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     options = ServeOptions(
@@ -62,8 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         certfile=args.certfile,
         keyfile=args.keyfile,
         workers=args.workers,
-        threads=args.threads,
         log_level=args.log_level,
+        health_bind=args.health_bind,
     )
     FloorServer(options).run()
     return 0

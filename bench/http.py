@@ -46,7 +46,6 @@ class HttpConfig:
     tags: int = 5
     bodies: int = 300
     workers: int = 2
-    threads: int = 4
     connections: int = 32  # at saturation
     rate_connections: int = 16  # at the fixed rate
     wrk_threads: int = 1
@@ -158,8 +157,6 @@ def servers(config: HttpConfig, workdir: Path) -> Iterator[tuple[Server, Server,
         str(certs / "tls.key"),
         "--workers",
         str(config.workers),
-        "--threads",
-        str(config.threads),
         "--log-level",
         "warning",
     ]
@@ -289,7 +286,7 @@ def bench_http(config: HttpConfig, log: Any = print) -> dict[str, Any]:
             sizes[body["request"]["kind"]["kind"]] = len(data.encode(body))
         log(
             f"  starting servers: {config.streams} streams x {config.tags} tags, "
-            f"{config.workers} workers x {config.threads} threads"
+            f"{config.workers} gevent workers"
         )
         with servers(config, workdir) as (ours, floor, _):
             patched = check_answers(ours, floor, bodies)
@@ -345,7 +342,7 @@ def bench_http(config: HttpConfig, log: Any = print) -> dict[str, Any]:
         "settings": {
             "streams": config.streams,
             "tags": config.tags,
-            "gunicorn": f"gthread, {config.workers} workers x {config.threads} threads",
+            "gunicorn": f"gevent (DeadlineWorker), {config.workers} workers",
             "server_args": config.server_args,
             "tls": "TLS 1.2+ (OpenSSL default: TLS 1.3), keep-alive",
             "load_generator": f"wrk {config.wrk_threads} thread(s), bench/wrk_admission.lua",

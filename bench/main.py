@@ -42,7 +42,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g = p.add_argument_group("http (figures 1, 2)")
     g.add_argument("--streams", type=int, help="streams in the served index (default 10000)")
     g.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    g.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
     g.add_argument("--connections", type=int, default=32, help="wrk connections at saturation")
     g.add_argument("--rate", type=float, default=500.0, help="fixed offered rate, req/s")
     g.add_argument("--rate-connections", type=int, default=16)
@@ -87,7 +86,6 @@ def run_http(args: argparse.Namespace) -> dict[str, Any]:
     config = HttpConfig(
         streams=args.streams or (1000 if quick else 10_000),
         workers=args.workers,
-        threads=args.threads,
         connections=args.connections,
         rate_connections=args.rate_connections,
         rate=args.rate,

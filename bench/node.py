@@ -117,7 +117,7 @@ def deploy_floor(cluster: Any, namespace: str, release: str) -> None:
     cluster.kubectl("rollout", "status", f"deployment/{FLOOR}", "-n", namespace, "--timeout=180s")
 
 
-_FLOOR_FLAGS = {"--bind", "--certfile", "--keyfile", "--workers", "--threads"}
+_FLOOR_FLAGS = {"--bind", "--certfile", "--keyfile", "--workers", "--health-bind"}
 
 
 def _get(cluster: Any, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:

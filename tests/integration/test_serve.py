@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from cryptography import x509
 
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from streamdata import DIGEST_A, DIGEST_B, image_stream, pod_spec, review, workload
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from registry_fixtures import free_port
 from serving import Served, make_certs, start_serve
 
 pytestmark = pytest.mark.integration
@@ -29,7 +31,12 @@ KEYCLOAK = f"quay.io/keycloak/keycloak@{DIGEST_A}"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def health_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, health_port: int) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("serve")
     bundle = make_certs(tmp / "certs", "localhost")
     assert base64.b64decode(bundle) == (tmp / "certs" / "ca.crt").read_bytes()
@@ -42,7 +49,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             ]
         )
     )
-    served = start_serve(tmp, "--streams-file", str(streams))
+    health = f"127.0.0.1:{health_port}"
+    served = start_serve(tmp, "--streams-file", str(streams), "--health-bind", health)
     yield served
     served.stop()
 
@@ -157,3 +165,17 @@ def test_rotated_certificate_is_served_without_restart(server: Served) -> None:
     assert "rotated.example" in names.get_values_for_type(x509.DNSName)
     body = review("Pod", workload("Pod", pod_spec("keycloak:20.0")))
     assert server.post("/mutate", body).status_code == 200
+
+
+def test_health_port_answers_probes_only(server: Served, health_port: int) -> None:
+    base = f"http://127.0.0.1:{health_port}"
+    assert requests.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
+    assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
+    # Plain HTTP: no review there, whatever the Host header claims, and no metrics.
+    body = json.dumps(review("Pod", workload("Pod", pod_spec("keycloak:20.0"))))
+    for headers in ({}, {"Host": f"localhost:{server.port}"}):
+        answer = requests.post(f"{base}/mutate", data=body, headers=headers, timeout=5)
+        assert answer.status_code == 404
+    assert requests.get(f"{base}/metrics", timeout=5).status_code == 404
+    # The TLS port still answers the probes (a chart from before the health port probes it).
+    assert server.get("/healthz").status_code == 200

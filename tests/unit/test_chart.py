@@ -321,11 +321,18 @@ def test_webhook_deployment(defaults: list[Doc]) -> None:
     assert deployment["spec"]["replicas"] == 2
     args = args_of(deployment)
     assert args[0] == "serve"
-    assert (flag(args, "--workers"), flag(args, "--threads")) == ("2", "4")
+    assert flag(args, "--workers") == "2"
+    assert not any(a.startswith("--threads") for a in args)  # gevent workers have none
     (container,) = pod_spec(deployment)["containers"]
-    ready, live = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
-    assert ready == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
-    assert live == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
+    # Probes go to the plain-HTTP health port, never queued behind admission connections.
+    assert flag(args, "--health-bind") == "0.0.0.0:8081"
+    assert {"name": "health", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    probes = [container[p]["httpGet"] for p in ("readinessProbe", "livenessProbe", "startupProbe")]
+    assert [(p["path"], p["port"], p["scheme"]) for p in probes] == [
+        ("/readyz", "health", "HTTP"),
+        ("/healthz", "health", "HTTP"),
+        ("/healthz", "health", "HTTP"),
+    ]
     spread = pod_spec(deployment)["topologySpreadConstraints"]
     assert {c["topologyKey"] for c in spread} == {
         "kubernetes.io/hostname",
@@ -364,7 +371,7 @@ def test_webhook_options_are_overridable(tmp_path: Path) -> None:
                     }
                 ],
                 "workers": 5,
-                "threads": 8,
+                "threads": 8,  # ignored, still accepted
             }
         },
         tmp_path,
@@ -380,7 +387,7 @@ def test_webhook_options_are_overridable(tmp_path: Path) -> None:
     assert webhook["objectSelector"] == {"matchLabels": {"resolve": "yes"}}
     assert [r["resources"] for r in webhook["rules"]] == [["deployments"]]
     args = args_of(find(docs, "Deployment", f"{FULLNAME}-webhook"))
-    assert (flag(args, "--workers"), flag(args, "--threads")) == ("5", "8")
+    assert flag(args, "--workers") == "5"
 
     selector = {"matchLabels": {"imagestreams": "enabled"}}
     docs = render({"webhook": {"namespaceSelector": selector}}, tmp_path)

@@ -107,7 +107,32 @@ def _add_serve(verbs: Verbs, common: argparse.ArgumentParser) -> None:
         "instead of a cluster",
     )
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
-    p.add_argument("--threads", type=int, default=4, help="threads per worker")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="ignored: each connection has a greenlet of its own (kept so that older command "
+        "lines still start)",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="deadline for each phase of a request: the TLS handshake, the headers, the body "
+        "and answer (default %(default)s)",
+    )
+    p.add_argument(
+        "--keepalive",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long an idle connection waits for its next request (default %(default)s)",
+    )
+    p.add_argument(
+        "--health-bind",
+        metavar="HOST:PORT",
+        help="also answer /healthz and /readyz here, over plain HTTP, apart from the reviews",
+    )
     p.add_argument("--log-level", default="info")
     p.set_defaults(run=_run_serve)
 
@@ -125,8 +150,10 @@ def _run_serve(args: argparse.Namespace) -> int:
             kubeconfig=args.kubeconfig,
             context=args.context,
             workers=args.workers,
-            threads=args.threads,
             log_level=args.log_level,
+            read_timeout=args.read_timeout,
+            keepalive=args.keepalive,
+            health_bind=args.health_bind,
         )
     )
     return 0
