@@ -31,12 +31,15 @@ CONNECTIONS = 200  # what a 2-core CI machine holds beside the server; the bench
 READ_TIMEOUT = 2.0  # short, so that the deadlines are seen within the test
 KEEPALIVE = 3.0
 SLACK = 1.5  # scheduling on a loaded machine, and the client noticing the close
+# Few streams: a worker accepts only once they are loaded, and start_serve's first /readyz
+# gives up after 5 s.
+STREAMS = 300
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, int]]:
     tmp = tmp_path_factory.mktemp("slow")
-    streams = data.write_streams_file(tmp / "streams.json", 1000)
+    streams = data.write_streams_file(tmp / "streams.json", STREAMS)
     health = free_port()
     server = start_serve(
         tmp,
@@ -54,7 +57,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, i
 def figures(served: tuple[Served, int]) -> dict[str, Any]:
     server, health = served
     target = Target(server.port, server.ca, probe_port=health, pid=server.process.pid)
-    bodies = [data.encode(b) for b in data.reviews(30, 1000)]
+    bodies = [data.encode(b) for b in data.reviews(30, STREAMS)]
     return measure(
         target,
         list(PHASES),
