@@ -560,6 +560,16 @@ class Cluster:
         self._start_registry()
         self._wait_http("registry", f"http://{self.registry}/v2/")
 
+    def stop_apiserver(self, grace: float = 10) -> None:
+        """Stop the API server alone: a control-plane restart or outage. `grace` is the time
+        it gets to exit after SIGTERM before SIGKILL (0: a crash)."""
+        self._stop("kube-apiserver", grace)
+
+    def start_apiserver(self) -> None:
+        """Start the API server again and wait until /readyz answers ok."""
+        self._start_apiserver()
+        self._wait_http("kube-apiserver", f"{self.apiserver_url}/readyz", self._client_tls())
+
     def stop_webhook(self) -> None:
         self._stop("webhook")
 

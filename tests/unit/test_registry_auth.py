@@ -174,8 +174,13 @@ def test_retry_after_http_date() -> None:
     assert parse_retry_after(past, now) == 0.0
 
 
-@pytest.mark.parametrize("value", [None, "", "soon", "-3", "1.5"])
+@pytest.mark.parametrize(
+    "value",
+    [None, "", "soon", "-3", "1.5", "\u00b2", "\u0663", "9" * 5000],
+    ids=["none", "empty", "word", "negative", "fraction", "superscript", "arabic", "huge"],
+)
 def test_retry_after_unusable(value: str | None) -> None:
+    # Digits that int() refuses (other scripts', or more than 4300 of them) included.
     assert parse_retry_after(value, 0.0) is None
 
 
@@ -228,6 +233,12 @@ def test_parse_image_manifest(media_type: str) -> None:
     assert not manifest.is_index
     assert manifest.media_type == media_type
     assert manifest.platforms() == ()
+
+
+def test_json_nested_too_deep_is_an_internal_error() -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(InternalError, match="nested too deep"):
+        parse_manifest(body, "application/vnd.oci.image.manifest.v1+json", DIGEST)
 
 
 def test_media_type_from_header_when_body_has_none() -> None:

@@ -15,6 +15,22 @@ from webhook.model.backoff import backoff
 
 log = logging.getLogger(__name__)
 
+# While the API server does not answer (it is restarting, or the network is down), it is
+# tried again at least this often: a refused connection costs it nothing, and every second
+# waited after it is back is a second of a stale index (admission answers from it).
+OUTAGE_RETRY = 1.0
+# For this long after the API server last failed to answer (or answered 429/5xx), every
+# failure is retried as quickly: a restart settles through a few errors (503 while it starts,
+# 404 until custom resources are served again, 403 until RBAC is loaded), and none of them
+# should push the next try out by the backoff's 30 s.
+OUTAGE_WINDOW = 60.0
+# After an outage the watch waits for the API server's /readyz, asked this often, each time
+# for at most READY_TIMEOUT: a request sent to an API server that is still starting can sit
+# unanswered until seconds after it is ready (7 s of an 8 s restart, measured), while
+# /readyz is cheap and exempt from API priority and fairness.
+READY_POLL = 0.5
+READY_TIMEOUT = 1.0
+
 
 class StreamSink(Protocol):
     """What a watch feeds: the admission index, or the controller's cache."""
@@ -34,7 +50,9 @@ class Watcher:
     `list_fn(*args)` is a kubernetes client list call (`list_cluster_custom_object`,
     `list_namespace`, ...); objects reach the sink as plain dicts whatever the call's model.
     Resumes from the last resourceVersion after a dropped connection, relists on 410 Gone
-    (the version has been compacted away), and backs off while the API server is away.
+    (the version has been compacted away), and backs off on errors: exponentially up to
+    `max_backoff`, but no longer than OUTAGE_RETRY around an outage of the API server, so
+    that the copy is current again within about a second of the API server's return.
     With `missing_ok`, a 404 on the list (the CRD is not installed) loads an empty content,
     marking the sink ready, and the list is retried with backoff until the kind appears.
     """
@@ -71,11 +89,14 @@ class Watcher:
         from kubernetes.client.exceptions import ApiException
 
         failures = 0
+        last_outage: float | None = None  # monotonic time the API server last failed to answer
         resource_version: str | None = None
         while not self._stop.is_set():
+            unanswered = False  # the API server sent no answer, or said it is not ready
             try:
                 if resource_version is None:
                     resource_version = self._list()
+                    failures = 0  # it answers again: a failing watch starts its backoff over
                 resource_version = self._watch(resource_version)
                 failures = 0
             except ApiException as err:
@@ -84,6 +105,9 @@ class Watcher:
                     resource_version = None
                     continue
                 failures += 1
+                if err.status == 429 or err.status >= 500:
+                    last_outage = time.monotonic()  # overloaded or still starting
+                    unanswered = True
                 if err.status == 404 and self._missing_ok:
                     if not self._index_ready():
                         log.info("%s: no such resource (CRD not installed?)", self._what)
@@ -96,17 +120,51 @@ class Watcher:
                     )
                 else:
                     log.warning("%s watch failed: %s %s", self._what, err.status, err.reason)
-            except Exception as err:  # the watch must outlive any single failure
+            except Exception as err:  # no answer at all; the watch must outlive any failure
                 failures += 1
+                last_outage = time.monotonic()
+                unanswered = True
                 log.warning("%s watch failed: %s", self._what, err)
             if failures:
-                self._stop.wait(self._backoff(failures))
+                self._stop.wait(self._backoff(failures, last_outage))
+            if unanswered:
+                self._wait_until_ready()
+
+    def _wait_until_ready(self) -> None:
+        """Ask /readyz until the API server says it is ready (or cannot tell us)."""
+        while not self._stop.is_set() and self._api_ready() is False:
+            self._stop.wait(READY_POLL)
+
+    def _api_ready(self) -> bool | None:
+        """Whether the API server answers /readyz with 200 within READY_TIMEOUT; None when
+        it cannot be asked (a client without the request API, or /readyz not open to us)."""
+        from kubernetes.client.exceptions import ApiException
+
+        api: Any = getattr(self._list_fn, "__self__", None)  # CoreV1Api, CustomObjectsApi, …
+        api_client: Any = getattr(api, "api_client", None)
+        try:
+            request = api_client.param_serialize("GET", "/readyz", auth_settings=["BearerToken"])
+            response = api_client.call_api(*request, _request_timeout=READY_TIMEOUT)
+            status = int(response.status)
+            response.read()  # the connection goes back to the pool
+        except (AttributeError, TypeError):
+            return None  # not a kubernetes client of the version we know
+        except ApiException as err:
+            status = int(err.status or 0)
+        except Exception:
+            return False  # no answer yet
+        if status in (401, 403, 404):
+            return None
+        return status == 200
 
     def _index_ready(self) -> bool:
         return bool(getattr(self._index, "ready", False))
 
-    def _backoff(self, failures: int) -> float:
-        return backoff(failures, initial=1.0, cap=self._max_backoff, jitter=0.5)
+    def _backoff(self, failures: int, last_outage: float | None) -> float:
+        cap = self._max_backoff
+        if last_outage is not None and time.monotonic() - last_outage < OUTAGE_WINDOW:
+            cap = min(cap, OUTAGE_RETRY)
+        return backoff(failures, initial=min(1.0, cap), cap=cap, jitter=0.5)
 
     def _list(self) -> str:
         response = self._list_fn(*self._args, _preload_content=False)

@@ -148,13 +148,17 @@ def parse_token_response(body: Any, now: float) -> Token:
     return Token(value, now + float(lifetime) - margin)
 
 
+_MAX_RETRY_AFTER_DIGITS = 12
+
+
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """`Retry-After` as seconds from `now` (wall clock): delta-seconds or an HTTP date."""
     if value is None or not value.strip():
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(int(text))
+    if text.isascii() and text.isdigit():
+        # int() refuses more than 4300 digits; a year is 8 digits of seconds.
+        return float(int(text)) if len(text) <= _MAX_RETRY_AFTER_DIGITS else None
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError):

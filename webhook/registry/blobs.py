@@ -41,6 +41,7 @@ import requests
 
 from webhook.model.reference import is_valid_digest
 from webhook.registry.auth import repository_scope
+from webhook.registry.bodies import content_length
 from webhook.registry.client import (
     ManifestHead,
     QueryParams,
@@ -264,8 +265,8 @@ class BlobClient(RegistryClient):
             if response.status_code == 404:
                 return None
             self._check(response, repo, f"blob {digest}", actions)
-            length = response.headers.get("Content-Length", "")
-            return int(length) if length.isdigit() else -1
+            length = content_length(response.headers.get("Content-Length"))
+            return -1 if length is None else length
 
     def head_manifest_as(
         self, repo: Repository, reference: str, *, actions: str = PULL
@@ -493,7 +494,10 @@ class BlobClient(RegistryClient):
         if 200 <= status < 300:
             return
         host = api_host(repo.registry)
-        detail = "" if response.request.method == "HEAD" else error_detail(response)
+        if response.request.method == "HEAD":
+            detail = ""
+        else:
+            detail = error_detail(response, self.config.read_timeout)
         answered = f"registry {host} answered HTTP {status}{detail}"
         verb = {PULL: "pull from", DELETE: "delete from"}.get(actions, "push to")
         if status == 404:

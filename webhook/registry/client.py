@@ -10,6 +10,9 @@ platforms), with
 - the digest of every fetched manifest verified against the digest asked for or advertised,
   and a size limit, so a registry (or anything between) cannot hand over other content;
 - connect/read timeouts, and `Retry-After` honoured on 429/503 a bounded number of times;
+- every body read whole held to a size limit and the read timeout, redirects followed here a
+  bounded number of times without reading their bodies (`bodies`): what a registry answers
+  costs bounded memory and time, whatever it sends;
 - HTTPS with verified certificates unless the caller says insecure (`importPolicy.insecure`)
   or the operator listed the registry as insecure;
 - the address guard (`guard`) on every connection it opens.
@@ -47,6 +50,7 @@ from webhook.registry.auth import (
     pull_scope,
     token_query,
 )
+from webhook.registry.bodies import TooLarge, TooSlow, content_length, read_limited
 from webhook.registry.credentials import Credential, canonical_registry
 from webhook.registry.errors import (
     DigestMismatch,
@@ -74,6 +78,11 @@ from webhook.registry.manifests import (
 log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the limit the distribution registry itself enforces
+# Other bodies read whole (token answers, `/v2/` probes, errors, upload answers) are small.
+MAX_RESPONSE_BYTES = 1024 * 1024
+MAX_REDIRECTS = 10  # requests' default of 30 is a lot of connections for one request
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+_ERROR_BODY_LIMIT = 65536  # an error body is advice: read no more of it
 _ERROR_DETAIL_LIMIT = 300
 _TOKEN_CACHE_PRUNE_AT = 4096
 
@@ -85,8 +94,12 @@ class ClientConfig:
     # host[:port] that may be reached over plain HTTP or TLS without verification.
     insecure_registries: tuple[str, ...] = ()
     connect_timeout: float = 5.0
+    # The most a registry may take to send a response's headers, and again a body that is
+    # read whole: in all, not per read (a registry can drip a byte per second forever).
     read_timeout: float = 30.0
     max_manifest_bytes: int = MAX_MANIFEST_BYTES
+    max_response_bytes: int = MAX_RESPONSE_BYTES
+    max_redirects: int = MAX_REDIRECTS
     max_retries: int = 2  # extra attempts after a 429/503
     max_retry_wait: float = 30.0  # a longer Retry-After fails now and tells the caller when
     user_agent: str = "imagestreams"
@@ -144,6 +157,22 @@ def _shown(reference: str) -> str:
     return f"@{reference}" if ":" in reference else f":{reference}"
 
 
+def _same_origin(url: str, other: str) -> bool:
+    """Whether `other` is on the same scheme, host and port as `url` (where credentials
+    meant for `url` may go)."""
+
+    def origin(parts: urllib.parse.SplitResult) -> tuple[str, str | None, int | None]:
+        return parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
+
+    return origin(urllib.parse.urlsplit(url)) == origin(urllib.parse.urlsplit(other))
+
+
+def _without_query(url: str) -> str:
+    """A URL for a message: an upload location's query holds the registry's upload state."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(query="", fragment=""))
+
+
 def manifest_head(response: requests.Response, repo: Repository, reference: str) -> ManifestHead:
     """The digest, media type and size a successful manifest HEAD answered with; the digest
     must be valid and, for a digest reference, the one asked for."""
@@ -158,9 +187,9 @@ def manifest_head(response: requests.Response, repo: Repository, reference: str)
             f"registry {api_host(repo.registry)} answered {repo.name}@{reference}"
             f" with a manifest whose digest is {digest}"
         )
-    length = response.headers.get("Content-Length", "")
+    length = content_length(response.headers.get("Content-Length"))
     media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
-    return ManifestHead(digest, media_type, int(length) if length.isdigit() else None)
+    return ManifestHead(digest, media_type, length)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,15 +215,14 @@ def _credential_key(credential: Credential | None) -> str:
     return f"{credential.username}:{secret}"
 
 
-def error_detail(response: requests.Response) -> str:
+def error_detail(response: requests.Response, seconds: float) -> str:
     """`: MANIFEST_UNKNOWN manifest unknown` from an OCI error body, or "" (for messages; reads
-    at most 64 KiB of the body)."""
+    at most 64 KiB of the body, for at most `seconds`)."""
     try:
-        # Read at most 64 KiB: an error body is advice, and a hostile one may be endless.
-        head = next(response.iter_content(65536), b"")
-        document = json.loads(head)
-    except (ValueError, requests.RequestException, RuntimeError):
-        return ""
+        # An error body is advice, and a hostile one may be endless or never end.
+        document = json.loads(read_limited(response, _ERROR_BODY_LIMIT, seconds))
+    except (ValueError, requests.RequestException, RuntimeError, TooLarge, TooSlow):
+        return ""  # RuntimeError: RecursionError, from JSON nested too deep
     errors = document.get("errors") if isinstance(document, Mapping) else None
     if not isinstance(errors, list):
         return ""
@@ -215,6 +243,8 @@ def connection_problem(error: requests.RequestException) -> str:
         return "the connection timed out"
     if isinstance(error, requests.exceptions.ReadTimeout):
         return "it did not answer in time"
+    if isinstance(error, requests.exceptions.TooManyRedirects):
+        return f"it redirected more than {MAX_REDIRECTS} times"
     if "Connection refused" in text:
         return "the connection was refused"
     if "NameResolutionError" in text or "Name or service not known" in text:
@@ -320,26 +350,23 @@ class RegistryClient:
 
     def _read_limited(self, response: requests.Response, repo: Repository, ref: str) -> bytes:
         limit = self.config.max_manifest_bytes
-        too_big = InternalError(
-            f"the manifest for {repo.name}{_shown(ref)} is larger than {limit} bytes; not importing"
-        )
-        length = response.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > limit:
-            raise too_big
-        chunks: list[bytes] = []
-        received = 0
+        where = f"the manifest for {repo.name}{_shown(ref)}"
+        host = api_host(repo.registry)
+        length = content_length(response.headers.get("Content-Length"))
         try:
-            for chunk in response.iter_content(65536):
-                received += len(chunk)
-                if received > limit:
-                    raise too_big
-                chunks.append(chunk)
+            if length is not None and length > limit:
+                raise TooLarge()
+            return read_limited(response, limit, self.config.read_timeout)
+        except TooLarge:
+            raise InternalError(f"{where} is larger than {limit} bytes; not importing") from None
+        except TooSlow:
+            raise InternalError(
+                f"registry {host} took longer than {self.config.read_timeout:.0f}s to send {where}"
+            ) from None
         except requests.RequestException as error:
             raise InternalError(
-                f"reading the manifest for {repo.name}{_shown(ref)} from registry"
-                f" {api_host(repo.registry)} failed: {connection_problem(error)}"
+                f"reading {where} from registry {host} failed: {connection_problem(error)}"
             ) from None
-        return b"".join(chunks)
 
     def _raise_for_status(self, response: requests.Response, repo: Repository, ref: str) -> None:
         status = response.status_code
@@ -347,7 +374,10 @@ class RegistryClient:
             return
         host = api_host(repo.registry)
         where = f"{repo.name}{_shown(ref)}"
-        detail = "" if response.request.method == "HEAD" else error_detail(response)
+        if response.request.method == "HEAD":
+            detail = ""
+        else:
+            detail = error_detail(response, self.config.read_timeout)
         answered = f"registry {host} answered HTTP {status}{detail}"
         if status == 404:
             what = "manifest" if ":" in ref else "tag"
@@ -615,8 +645,8 @@ class RegistryClient:
                     status=response.status_code,
                 )
             try:
-                body = response.json()
-            except ValueError:
+                body = json.loads(response.content)
+            except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
                 body = None
         now = self._monotonic()
         token = parse_token_response(body, now)
@@ -647,22 +677,7 @@ class RegistryClient:
         host = urllib3.util.parse_url(url).netloc or ""
         attempt = 0
         while True:
-            try:
-                response = self._session.request(
-                    method,
-                    url,
-                    headers=all_headers,
-                    params=options.params,
-                    data=options.data,
-                    stream=options.stream,
-                    verify=verify,
-                    timeout=(self.config.connect_timeout, self.config.read_timeout),
-                    allow_redirects=options.follow_redirects,
-                )
-            except requests.RequestException:
-                self._report(host, method, 0)
-                raise
-            self._report(host, method, response.status_code)
+            response = self._exchange(method, url, all_headers, verify, options)
             if (
                 response.status_code not in (429, 503)
                 or not options.replayable
@@ -678,6 +693,69 @@ class RegistryClient:
             response.close()
             self._sleep(wait)
             attempt += 1
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        verify: bool | str,
+        options: _SendOptions,
+    ) -> requests.Response:
+        """Send one request, follow its redirects, and read its body unless it is streamed.
+
+        Sent through the adapter rather than `Session.send`, which reads the body of every
+        redirect whole, however large, even when asked not to follow it. Redirects are
+        followed for GET and HEAD only, at most `max_redirects` of them, without reading
+        their bodies, and without the Authorization header once they leave the host."""
+        params = options.params
+        for _ in range(self.config.max_redirects + 1):
+            request = requests.Request(method, url, headers, params=params, data=options.data)
+            prepared = self._session.prepare_request(request)
+            host = urllib3.util.parse_url(url).netloc or ""
+            try:
+                response = self._session.get_adapter(url).send(
+                    prepared,
+                    stream=True,
+                    timeout=(self.config.connect_timeout, self.config.read_timeout),
+                    verify=verify,
+                    proxies={},
+                )
+            except requests.RequestException:
+                self._report(host, method, 0)
+                raise
+            self._report(host, method, response.status_code)
+            target = None
+            if options.follow_redirects and method in ("GET", "HEAD"):
+                target = self._session.get_redirect_target(response)
+            if not target:
+                if not options.stream:
+                    self._read_body(response, method, host)
+                return response
+            response.close()
+            next_url = urllib.parse.urljoin(response.url, target)
+            if not _same_origin(url, next_url):
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            url, params = next_url, None
+        raise requests.TooManyRedirects(f"more than {self.config.max_redirects} redirects")
+
+    def _read_body(self, response: requests.Response, method: str, host: str) -> None:
+        """Read a body that is not streamed, within the limits, and keep it as the response's
+        content, as requests does when it reads one (the connection goes back to the pool:
+        the body was read to its end)."""
+        limit = self.config.max_response_bytes
+        what = f"its answer to {method} {_without_query(response.url)}"
+        try:
+            body = read_limited(response, limit, self.config.read_timeout)
+        except TooLarge:
+            raise InternalError(
+                f"registry {host} sent more than {limit} bytes in {what}; not reading it"
+            ) from None
+        except TooSlow:
+            raise InternalError(
+                f"registry {host} took longer than {self.config.read_timeout:.0f}s to send {what}"
+            ) from None
+        response._content = body
 
     def _report(self, host: str, method: str, status: int) -> None:
         """Called once for every request sent (`status` 0: no answer came), token requests

@@ -5,7 +5,8 @@ link-local (cloud metadata), private and other non-global addresses unless the o
 allowed that `host[:port]`. The check happens on every connection (registry, token realm,
 redirects) where the socket is opened, on the addresses actually dialled, so DNS rebinding
 between a check and the connect does not get around it: `guarded_adapter` is the `requests`
-adapter that does this, `AddressGuard` the rule.
+adapter that does this, `AddressGuard` the rule. Its connections also bound the time a
+response's headers may take as a whole (the read timeout), not only each read.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.response import HTTPResponse
 from urllib3.util import connection as urllib3_connection
 
+from webhook.registry.bodies import Watchdog, shut_down
 from webhook.registry.credentials import canonical_registry
 from webhook.registry.errors import AddressRefused
 
@@ -169,16 +172,50 @@ def _guarded_socket(conn: HTTPConnection, guard: AddressGuard) -> socket.socket:
     raise failure or NewConnectionError(conn, f"no address for {conn.host}")
 
 
+def _headers_in_time(conn: HTTPConnection, get: Callable[[], HTTPResponse]) -> HTTPResponse:
+    """`get()` (the response's status line and headers), within the read timeout in all.
+
+    A socket timeout bounds each read, so a registry that sends a header byte every few
+    seconds would hold the worker for as long as it likes (http.client reads up to 100
+    header lines of 64 KiB each)."""
+    budget = conn.timeout
+    if not isinstance(budget, int | float):
+        return get()  # no timeout was asked for
+    # A socket timeout, so that urllib3 and requests report a read timeout.
+    late = TimeoutError(f"no complete response headers after {budget}s")
+    with Watchdog(budget, lambda: shut_down(conn.sock)) as dog:
+        try:
+            response = get()
+        except Exception:
+            if dog.fired:
+                raise late from None
+            raise
+    if dog.fired:
+        response.close()  # headers that parsed may still have been cut short
+        raise late
+    return response
+
+
 def guarded_adapter(guard: AddressGuard) -> HTTPAdapter:
     # Classes per adapter: urllib3 builds connections from a class, and the only per-pool
     # hook that does not disturb its pool keys is the class itself.
+    # `reading_socket`: the socket as connected (TLS-wrapped), kept past close() for
+    # bodies.read_limited, which shuts it down to end a body read that takes too long.
     class GuardedHTTPConnection(HTTPConnection):
+        reading_socket: socket.socket | None = None
+
         def _new_conn(self) -> socket.socket:
             return _guarded_socket(self, guard)
 
-    class GuardedHTTPSConnection(HTTPSConnection):
-        def _new_conn(self) -> socket.socket:
-            return _guarded_socket(self, guard)
+        def connect(self) -> None:
+            super().connect()
+            self.reading_socket = self.sock
+
+        def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3's
+            return _headers_in_time(self, super().getresponse)
+
+    class GuardedHTTPSConnection(GuardedHTTPConnection, HTTPSConnection):
+        pass  # the methods above, over HTTPSConnection's (TLS): it comes next in the MRO
 
     class GuardedHTTPPool(HTTPConnectionPool):
         ConnectionCls = GuardedHTTPConnection

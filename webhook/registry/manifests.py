@@ -145,6 +145,8 @@ def parse_manifest(body: bytes, content_type: str | None, digest: str) -> Manife
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise InternalError(f"manifest {digest} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InternalError(f"manifest {digest} is JSON nested too deep to read") from None
     if not isinstance(document, Mapping):
         raise InternalError(f"manifest {digest} is not a JSON object")
     media_type = _media_type_of(document, content_type)

@@ -1,0 +1,43 @@
+"""Bounded reads of what a registry sends (webhook/registry/bodies.py): the parts that need no
+server; tests/reliability/test_hostile_registry.py runs them against a hostile one."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from webhook.registry.bodies import Watchdog, content_length
+
+
+@pytest.mark.parametrize(
+    ("value", "length"),
+    [
+        ("123", 123),
+        (" 7 ", 7),
+        (None, None),
+        ("", None),
+        ("-1", None),
+        ("1e3", None),
+        ("\u00b2", None),  # a digit to str.isdigit, not to int()
+        ("9" * 5000, 1 << 62),  # more digits than int() parses: larger than any limit
+    ],
+)
+def test_content_length(value: str | None, length: int | None) -> None:
+    assert content_length(value) == length
+
+
+def test_watchdog_fires_after_its_time() -> None:
+    fired = threading.Event()
+    with Watchdog(0.05, fired.set) as dog:
+        assert fired.wait(2)
+    assert dog.fired
+
+
+def test_watchdog_is_quiet_when_the_block_ends_in_time() -> None:
+    fired = threading.Event()
+    with Watchdog(0.2, fired.set) as dog:
+        pass
+    time.sleep(0.3)
+    assert not fired.is_set() and not dog.fired
