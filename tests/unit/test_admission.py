@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+from typing import Any
 
 import jsonpatch
 import pytest
@@ -19,7 +21,7 @@ from streamdata import (
 )
 
 from webhook.model.workloads import POD_SPEC_PATHS
-from webhook.serving.admission import BadReview
+from webhook.serving.admission import BadReview, Outcome, mutate
 from webhook.serving.admission import review as admit
 
 KEYCLOAK_20 = f"quay.io/keycloak/keycloak@{DIGEST_A}"
@@ -339,3 +341,121 @@ def test_image_streams_get_generation_stamps() -> None:
     assert decoded_patch(admit(unchanged, STREAMS)) == []
     status = review("ImageStream", new, operation="UPDATE", old=old, sub_resource="status")
     assert decoded_patch(admit(status, STREAMS)) == []
+
+
+# --- odd field types: answered, never a crash (issue 15) ------------------------------------
+
+
+def _odd(change: Any, kind: str = "Deployment", **kw: Any) -> dict[str, Any]:
+    if kind == "ImageStream":
+        obj = image_stream("app", tags={"1": None})
+    else:
+        obj = workload(kind, pod_spec("keycloak:20.0"))
+    body = review(kind, obj, **kw)
+    change(body["request"])
+    return body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _odd(lambda r: r.update(namespace=["team"])),
+        _odd(lambda r: r["kind"].update(group=["apps"])),
+        _odd(lambda r: r["kind"].update(kind=["Deployment"])),
+        _odd(lambda r: r["object"]["metadata"].update(namespace={"a": 1}), namespace=""),
+        _odd(
+            lambda r: r["object"]["metadata"].update(
+                ownerReferences=[
+                    {"apiVersion": "apps/v1", "kind": ["ReplicaSet"], "controller": True}
+                ]
+            )
+        ),
+        _odd(
+            lambda r: r["object"]["metadata"].update(
+                ownerReferences=[
+                    {"apiVersion": ["apps/v1"], "kind": "ReplicaSet", "controller": True}
+                ]
+            )
+        ),
+        _odd(
+            lambda r: r.update(oldObject={"spec": {"tags": 5}}), "ImageStream", operation="UPDATE"
+        ),
+        _odd(lambda r: r.update(oldObject={"spec": 5}), "ImageStream", operation="UPDATE"),
+        _odd(lambda r: r.update(oldObject=[1]), operation="UPDATE"),
+    ],
+    ids=[
+        "namespace-list",
+        "group-list",
+        "kind-list",
+        "object-namespace-dict",
+        "owner-kind-list",
+        "owner-apiversion-list",
+        "old-stream-tags-5",
+        "old-stream-spec-5",
+        "old-object-list",
+    ],
+)
+def test_odd_field_types_are_answered(body: dict[str, Any]) -> None:
+    answer = admit(body, STREAMS)
+    assert answer["response"]["allowed"] is True
+
+
+def test_an_owner_kind_that_is_not_a_string_is_no_builtin_owner() -> None:
+    owner = {"apiVersion": "apps/v1", "kind": ["ReplicaSet"], "name": "o", "controller": True}
+    obj = workload("Pod", pod_spec("keycloak:20.0"), ownerReferences=[owner])
+    assert resolve("Pod", obj)[0] != []
+
+
+def test_a_namespace_that_is_not_a_string_resolves_nothing() -> None:
+    assert resolve("Pod", workload("Pod", pod_spec("keycloak:20.0")), namespace=["team"])[0] == []
+
+
+def test_image_stream_update_with_odd_old_tags_still_stamps_the_new_ones() -> None:
+    new = image_stream("app", tags={"1": f"quay.io/x/app@{DIGEST_A}"})
+    old = copy.deepcopy(new)
+    old["spec"]["tags"] = 5
+    old["metadata"]["generation"] = 1
+    patch = decoded_patch(admit(review("ImageStream", new, operation="UPDATE", old=old), STREAMS))
+    # Stamped; with which generation is the stamping rule's business (test_streams.py).
+    assert [(p["op"], p["path"]) for p in patch] == [("add", "/spec/tags/0/generation")]
+
+
+# --- an index that has not loaded yet (issue 15) ---------------------------------------------
+
+
+def test_an_unloaded_index_resolves_nothing_and_says_so() -> None:
+    spec = pod_spec("keycloak:20.0", f"quay.io/x/y@{DIGEST_A}", init=("mysql",))
+    request = review("Deployment", workload("Deployment", spec))["request"]
+    outcome = mutate(request, STREAMS, loaded=False)
+    assert outcome.patch == []
+    assert outcome.warnings == [
+        "image streams not loaded yet (the webhook is starting); left as is: "
+        "i0=mysql, c0=keycloak:20.0"
+    ]
+
+
+def test_an_unloaded_index_says_nothing_when_no_image_would_be_looked_up() -> None:
+    spec = pod_spec(f"quay.io/x/y@{DIGEST_A}", "quay.io/x/z:1")
+    request = review("Deployment", workload("Deployment", spec))["request"]
+    assert mutate(request, STREAMS, loaded=False) == Outcome()
+
+
+def test_an_unloaded_index_still_stamps_image_stream_generations() -> None:
+    stream = image_stream("app", tags={"1": None})
+    request = review("ImageStream", stream)["request"]
+    assert mutate(request, STREAMS, loaded=False).patch != []
+
+
+# --- bounded answers (issue 15) --------------------------------------------------------------
+
+
+def test_warnings_are_bounded_as_the_api_server_shows_them() -> None:
+    spec = pod_spec(*[f"keycloak:21.0-{i}" for i in range(200)])
+    spec["containers"] = [
+        {"name": "n" * 5000 + str(i), "image": "keycloak:21.0"} for i in range(200)
+    ]
+    _, warnings, answer = resolve("Deployment", workload("Deployment", spec))
+    assert len(warnings) == 16
+    assert all(len(w) <= 256 for w in warnings)
+    assert warnings[-1] == "185 more warning(s) not shown"
+    assert len(json.dumps(answer)) < 5000

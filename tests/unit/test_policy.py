@@ -1088,3 +1088,56 @@ def test_build_app_in_file_mode(tmp_path: Path) -> None:
     assert not allowed(policies_file=str(policies))
     assert allowed(policies_file=str(policies), policies=False)
     assert allowed()  # streams from a file and no policies file: no policies
+
+
+# --- hostile reviews (issue 15) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("operator", ["In", "NotIn", "Exists"])
+def test_a_label_value_that_is_a_list_is_no_label(operator: str) -> None:
+    values = ("web",) if operator != "Exists" else ()
+    p = make(object_selector=expr("app", operator, *values), requireDigest=True)
+    obj = workload("Deployment", pod_spec("nginx"), name="web")
+    obj["metadata"]["labels"] = {"app": ["web"], "tier": {"x": 1}}
+    request = review("Deployment", obj)["request"]
+    applies = operator == "NotIn"  # the odd value counts as absent
+    assert bool(policy.validate(request, [p], TEAM, STREAMS).violations) is applies
+
+
+def test_a_namespace_that_is_not_a_string_is_none() -> None:
+    request = review("Deployment", workload("Deployment", pod_spec("keycloak:20.0")))["request"]
+    request["namespace"] = ["team"]
+    verdict = policy.validate(request, [STREAM], TEAM, STREAMS)
+    assert 'namespace ""' in verdict.violations[0].message
+
+
+def test_messages_quote_a_huge_value_shortened() -> None:
+    spec = {"containers": [{"name": f"c{i}", "image": f"nginx:{i}"} for i in range(120)]}
+    obj = workload("Deployment", spec, name="x" * 100_000)
+    request = review("Deployment", obj, namespace="n" * 1_000_000)["request"]
+    policies = [
+        make(name="w", mode="Warn", requireImageStream=True, allowedRegistries=["quay.io"]),
+        make(name="a", mode="Audit", requireDigest=True),
+    ]
+    verdict = policy.validate(request, policies, {}, STREAMS)
+    assert len(verdict.violations) == 360
+    assert max(len(v.message) for v in verdict.violations) < 2000
+    assert 'Deployment "' + "x" * (policy.QUOTED_CHARS - 1) + '…"' in verdict.violations[0].message
+
+
+def test_a_denial_lists_the_first_violations_and_counts_the_rest() -> None:
+    verdict = judge(*[f"nginx:{i}" for i in range(30)], policies=[DIGEST])
+    message = respond("u", verdict)["response"]["status"]["message"]
+    assert message.startswith("30 image policy violations:\n")
+    assert message.count("\n- ") == 11 and message.endswith("\n- and 20 more")
+
+
+def test_warnings_and_audit_records_are_bounded() -> None:
+    policies = [make(mode="Warn", requireDigest=True), make(mode="Audit", requireDigest=True)]
+    verdict = judge(*[f"nginx:{i}" for i in range(100)], policies=policies)
+    response = respond("u", verdict)["response"]
+    assert len(response["warnings"]) == 16
+    assert response["warnings"][-1] == "85 more warning(s) not shown"
+    records = json.loads(response["auditAnnotations"][policy.AUDIT_ANNOTATION])
+    assert len(records) == 21 and records[-1] == {"omitted": 80}
+    assert len(json.dumps(response)) < 8000

@@ -48,6 +48,9 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 AUDIT_ANNOTATION = "violations"
 
 _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+# Longest value a message quotes from the object (a name, an image, a namespace): a real one
+# is far shorter, and a message per container and rule must not copy a huge one each time.
+QUOTED_CHARS = 256
 _IMAGE_STREAM_GROUP = "image.openshift.io"
 _PLACEHOLDER_REGISTRY = "<registry>"
 
@@ -338,7 +341,7 @@ class Violation:
             "policy": self.policy,
             "rule": self.rule,
             "subject": self.subject,
-            "image": self.image,
+            "image": _short(self.image),
         }
 
 
@@ -353,12 +356,16 @@ class Verdict:
     def allowed(self) -> bool:
         return not self.by_mode(ENFORCE)
 
-    def denial_message(self) -> str:
+    def denial_message(self, shown: int | None = None) -> str:
+        """The one violation's message, or a list of the first `shown` (None: all) and how
+        many more there are."""
         denials = self.by_mode(ENFORCE)
         if len(denials) == 1:
             return denials[0].message
-        lines = "\n".join(f"- {v.message}" for v in denials)
-        return f"{len(denials)} image policy violations:\n{lines}"
+        lines = [f"- {v.message}" for v in denials[:shown]]
+        if len(denials) > len(lines):
+            lines.append(f"- and {len(denials) - len(lines)} more")
+        return f"{len(denials)} image policy violations:\n" + "\n".join(lines)
 
 
 # --- admission ---------------------------------------------------------------------------
@@ -381,10 +388,11 @@ def validate(
     applicable = applicable_policies(policies, namespace_labels, obj)
     if not applicable:
         return Verdict()
-    namespace = str(request.get("namespace") or _metadata(obj).get("namespace") or "")
+    namespace = workloads.request_namespace(request, obj)
     old = request.get("oldObject") if request.get("operation") == "UPDATE" else None
     old = old if isinstance(old, Mapping) else None
-    name = _object_name(obj, str(request.get("name") or ""))
+    request_name = request.get("name")
+    name = _object_name(obj, request_name if isinstance(request_name, str) else "")
     if is_stream:
         return Verdict(check_image_stream(obj, namespace, applicable, old, name))
     assert kind is not None
@@ -394,7 +402,8 @@ def validate(
 def applicable_policies(
     policies: Iterable[Policy], namespace_labels: Mapping[str, str], obj: Mapping[str, Any]
 ) -> list[Policy]:
-    return [p for p in policies if p.applies_to(namespace_labels, object_labels(obj))]
+    labels = object_labels(obj)
+    return [p for p in policies if p.applies_to(namespace_labels, labels)]
 
 
 def check_workload(
@@ -411,11 +420,8 @@ def check_workload(
     if not active:
         return []
     force = workloads.resolve_names_forced(obj, kind)
-    unchanged = workloads.images_by_container(old, kind) if old is not None else {}
     found = []
-    for image in workloads.pod_images(obj, kind):
-        if unchanged.get((image.list_name, image.container)) == image.image:
-            continue
+    for image in workloads.changed_images(obj, kind, old):
         judge = _ImageJudge(image.image, namespace, streams, force)
         for policy in active:
             for rule, problem, fix in judge.violations(policy.rules):
@@ -459,7 +465,7 @@ class _ImageJudge:
     def violations(self, rules: Rules) -> Iterator[tuple[str, str, str]]:
         """(rule, what is wrong, how to fix it) for each rule the image breaks."""
         if self.ref is None or self.normalized is None:
-            problem = f"is not a valid image reference ({self.error})"
+            problem = f"is not a valid image reference ({_short(self.error or '')})"
             yield VALID_REFERENCE, problem, "fix the image reference"
             return
         repository = self.normalized.name
@@ -502,7 +508,7 @@ class _ImageJudge:
 
     def _stream_fix(self) -> str:
         assert self.ref is not None
-        ns = f" -n {self.namespace}" if self.namespace else ""
+        ns = self._namespace_flag()
         stream, tag = self._stream_target()
         if self.ref.is_short or (self.force and self.ref.digest is None):
             entry = self.streams.get(self.namespace, stream)
@@ -526,6 +532,9 @@ class _ImageJudge:
             fix += f", enable lookup with: kubectl imagestream set image-lookup {stream}{ns},"
         return f"{fix} and use the image {stream}:{tag}"
 
+    def _namespace_flag(self) -> str:
+        return f" -n {_short(self.namespace)}" if self.namespace else ""
+
     def _pin_fix(self) -> str:
         assert self.ref is not None and self.normalized is not None
         pinned, _ = resolve_image(self.image, self.namespace, self.streams, self.force)
@@ -540,7 +549,7 @@ class _ImageJudge:
         if not self.ref.is_short:
             return ""
         stream, tag = self._stream_target()
-        ns = f" -n {self.namespace}" if self.namespace else ""
+        ns = self._namespace_flag()
         return (
             f", or tag one into an image stream: kubectl imagestream tag "
             f"{_PLACEHOLDER_REGISTRY}/{self.image} {stream}:{tag}{ns}"
@@ -595,7 +604,8 @@ def import_problem(source: str, allowed: Sequence[str]) -> str | None:
     try:
         repository = reference.parse_normalized(source).name
     except reference.InvalidReference as err:
-        return f"imports from {_q(source)}, which is not a valid image reference ({err.reason})"
+        reason = _short(err.reason)
+        return f"imports from {_q(source)}, which is not a valid image reference ({reason})"
     if first_match(repository, allowed):
         return None
     return f"imports from {_q(source)} ({repository}), which is not under an allowed registry"
@@ -628,8 +638,12 @@ def import_sources(obj: Mapping[str, Any]) -> dict[str, str]:
 
 
 def object_labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    """The object's labels; entries that are not string to string (never from an API server)
+    are left out, so a selector only ever compares strings."""
     labels = _metadata(obj).get("labels")
-    return labels if isinstance(labels, Mapping) else {}
+    if not isinstance(labels, Mapping):
+        return {}
+    return {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def namespace_labels_of(name: str, labels: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -649,16 +663,22 @@ def _is_image_stream(request: Mapping[str, Any]) -> bool:
 
 def _object_name(obj: Mapping[str, Any], fallback: str = "") -> str:
     metadata = _metadata(obj)
-    name = metadata.get("name") or fallback
-    if name:
-        return str(name)
+    name = metadata.get("name")
+    if isinstance(name, str) and name:
+        return name
+    if fallback:
+        return fallback
     generate = metadata.get("generateName")
-    return f"{generate}<generated>" if generate else "<unnamed>"
+    return f"{generate}<generated>" if isinstance(generate, str) and generate else "<unnamed>"
 
 
 def _q(value: object) -> str:
-    """A value in double quotes, as Kubernetes messages quote names."""
-    return json.dumps(str(value))
+    """A value in double quotes, as Kubernetes messages quote names (shortened)."""
+    return json.dumps(_short(str(value)), ensure_ascii=False)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= QUOTED_CHARS else text[: QUOTED_CHARS - 1] + "…"
 
 
 def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:

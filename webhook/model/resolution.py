@@ -13,20 +13,32 @@ class StreamLookup(Protocol):
     def get(self, namespace: str, name: str) -> StreamEntry | None: ...
 
 
+def candidate(image: str, force: bool = False) -> reference.Reference | None:
+    """The parsed reference when `image` is one a stream may resolve, else None.
+
+    A candidate is a short name (`name`, `name:tag`); with the resolve-names annotation
+    (`force`) any reference without a digest is. A malformed string is not ours to judge:
+    the runtime will report it.
+    """
+    try:
+        ref = reference.parse(image)
+    except reference.InvalidReference:
+        return None
+    if ref.digest is not None or not (ref.is_short or force):
+        return None
+    return ref
+
+
 def resolve_image(
     image: str, namespace: str, streams: StreamLookup, force: bool = False
 ) -> tuple[str | None, str | None]:
     """(pinned reference or None, warning or None) for one image string.
 
-    A candidate is a short name (`name`, `name:tag`); with the resolve-names annotation
-    (`force`) any reference without a digest is, and its last path component names the
-    stream. The stream is looked up in `namespace` only.
+    Only a `candidate` is looked up; its last path component names the stream, which is
+    looked up in `namespace` only.
     """
-    try:
-        ref = reference.parse(image)
-    except reference.InvalidReference:
-        return None, None  # not ours to judge: the runtime will report it
-    if ref.digest is not None or not (ref.is_short or force):
+    ref = candidate(image, force)
+    if ref is None:
         return None, None
     entry = streams.get(namespace, ref.last_component)
     if entry is None or not (entry.lookup_local or force):

@@ -93,17 +93,30 @@ class Image:
 
 
 def request_kind(request: Mapping[str, Any]) -> str | None:
-    """The pod-bearing kind an admission request is about (a key of WORKLOADS), or None."""
+    """The pod-bearing kind an admission request is about (a key of WORKLOADS), or None.
+
+    Every field is type-checked before it is looked up: a review is untrusted input, and a
+    list where a string belongs must mean "not ours", not an unhashable-type crash."""
     kind = request.get("kind")
     if not isinstance(kind, Mapping):
         return None
-    name = kind.get("kind")
-    if kind.get("group", "") not in _GROUPS or name not in WORKLOADS:
+    name, group = kind.get("kind"), kind.get("group", "")
+    if not isinstance(name, str) or not isinstance(group, str):
+        return None
+    if group not in _GROUPS or name not in WORKLOADS:
         return None
     sub = request.get("subResource") or ""
     if sub and not (name == "Pod" and sub == "ephemeralcontainers"):
         return None
-    return str(name)
+    return name
+
+
+def request_namespace(request: Mapping[str, Any], obj: Mapping[str, Any]) -> str:
+    """The namespace of an admission request (the request's, else the object's), or ""."""
+    for namespace in (request.get("namespace"), metadata(obj).get("namespace")):
+        if isinstance(namespace, str) and namespace:
+            return namespace
+    return ""
 
 
 def pod_images(obj: Mapping[str, Any], kind: str) -> Iterator[Image]:
@@ -136,6 +149,18 @@ def images_by_container(obj: Mapping[str, Any], kind: str) -> dict[tuple[str, st
     return {(i.list_name, i.container): i.image for i in pod_images(obj, kind)}
 
 
+def changed_images(obj: Mapping[str, Any], kind: str, old: Any = None) -> Iterator[Image]:
+    """The images of `obj` that an UPDATE from `old` changed: a container that is new or
+    whose image differs. Every image when there is no old object (CREATE)."""
+    if not isinstance(old, Mapping):
+        yield from pod_images(obj, kind)
+        return
+    before = images_by_container(old, kind)
+    for image in pod_images(obj, kind):
+        if before.get((image.list_name, image.container)) != image.image:
+            yield image
+
+
 def resolve_names_forced(obj: Mapping[str, Any], kind: str) -> bool:
     """The resolve-names annotation is on the object or on its pod template."""
     template = walk(obj, WORKLOADS[kind].template) if kind != "Pod" else None
@@ -154,8 +179,10 @@ def controlled_by_builtin_workload(obj: Mapping[str, Any]) -> bool:
         return False
     for owner in owners:
         if isinstance(owner, Mapping) and owner.get("controller") is True:
-            group = str(owner.get("apiVersion", "")).rpartition("/")[0]
-            return (group, owner.get("kind")) in BUILTIN_OWNERS
+            api_version, kind = owner.get("apiVersion"), owner.get("kind")
+            if not isinstance(api_version, str) or not isinstance(kind, str):
+                return False  # not a built-in controller's reference: the object is resolved
+            return (api_version.rpartition("/")[0], kind) in BUILTIN_OWNERS
     return False
 
 

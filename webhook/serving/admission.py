@@ -13,16 +13,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.model.resolution import StreamLookup, resolve_image
+from webhook.model.resolution import StreamLookup, candidate, resolve_image
 from webhook.model.streams import InvalidImageStream, generation_stamps
 from webhook.model.workloads import (
+    changed_images,
     controlled_by_builtin_workload,
-    images_by_container,
-    metadata,
-    pod_images,
     request_kind,
+    request_namespace,
     resolve_names_forced,
 )
+from webhook.serving import limits
+
+# The answer while a worker's stream index has not loaded yet (DESIGN.md: a tag without an
+# image gets a warning; so does every image while no stream can be told apart from none).
+NOT_LOADED = "image streams not loaded yet (the webhook is starting); left as is: "
 
 
 class BadReview(ValueError):
@@ -59,22 +63,26 @@ def parse_review(body: Any) -> Mapping[str, Any]:
     return request
 
 
-def mutate(request: Mapping[str, Any], streams: StreamLookup) -> Outcome:
-    """The patch and warnings for one admission request (empty when not ours)."""
+def mutate(request: Mapping[str, Any], streams: StreamLookup, *, loaded: bool = True) -> Outcome:
+    """The patch and warnings for one admission request (empty when not ours).
+
+    `loaded` False: the stream index has not been listed yet, so no image is resolved and
+    each one that would have been looked up is named in a warning."""
     obj = request.get("object")
     if request.get("operation") not in ("CREATE", "UPDATE") or not isinstance(obj, Mapping):
         return Outcome()
+    old = request.get("oldObject") if request.get("operation") == "UPDATE" else None
+    old = old if isinstance(old, Mapping) else None
     if is_image_stream(request):
-        old_stream = request.get("oldObject") if request.get("operation") == "UPDATE" else None
-        return stamp_generations(obj, old_stream if isinstance(old_stream, Mapping) else None)
+        return stamp_generations(obj, old)
     kind = request_kind(request)
     if kind is None:
         return Outcome()
     if controlled_by_builtin_workload(obj):
         return Outcome()
-    namespace = request.get("namespace") or metadata(obj).get("namespace") or ""
-    old = request.get("oldObject") if request.get("operation") == "UPDATE" else None
-    return resolve_object(obj, kind, namespace, streams, old)
+    if not loaded:
+        return unresolved_candidates(obj, kind, old)
+    return resolve_object(obj, kind, request_namespace(request, obj), streams, old)
 
 
 def resolve_object(
@@ -87,16 +95,24 @@ def resolve_object(
     """Resolve every candidate image of `obj`; on UPDATE, only images changed from `old`."""
     outcome = Outcome()
     force = resolve_names_forced(obj, kind)
-    unchanged = images_by_container(old, kind) if isinstance(old, Mapping) else {}
-    for image in pod_images(obj, kind):
-        if unchanged.get((image.list_name, image.container)) == image.image:
-            continue
+    for image in changed_images(obj, kind, old):
         resolved, warning = resolve_image(image.image, namespace, streams, force)
         if warning:
             outcome.warnings.append(f"{image.container}: {warning}")
         if resolved is not None and resolved != image.image:
             outcome.patch.append({"op": "replace", "path": image.pointer, "value": resolved})
     return outcome
+
+
+def unresolved_candidates(obj: Mapping[str, Any], kind: str, old: Any = None) -> Outcome:
+    """No patch, and one warning naming each image that would have been looked up."""
+    force = resolve_names_forced(obj, kind)
+    waiting = [
+        f"{image.container}={image.image}"
+        for image in changed_images(obj, kind, old)
+        if candidate(image.image, force) is not None
+    ]
+    return Outcome(warnings=[NOT_LOADED + ", ".join(waiting)] if waiting else [])
 
 
 def respond(uid: str, outcome: Outcome) -> dict[str, Any]:
@@ -106,7 +122,7 @@ def respond(uid: str, outcome: Outcome) -> dict[str, Any]:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(patch).decode()
     if outcome.warnings:
-        response["warnings"] = outcome.warnings
+        response["warnings"] = limits.warnings(outcome.warnings)
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 

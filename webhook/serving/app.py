@@ -1,4 +1,10 @@
-"""The Flask app: POST /mutate and /validate, GET /healthz, /readyz, /metrics. Thin by design."""
+"""The Flask app: POST /mutate and /validate, GET /healthz, /readyz, /metrics. Thin by design.
+
+Every body that is not an AdmissionReview gets HTTP 400 with a JSON error; every review is
+answered. Should answering still fail (a bug), /mutate allows the object unchanged with a
+warning, and /validate answers 400, so that the registration's failurePolicy decides, as it
+does when the policies have not loaded yet; both log the traceback.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import Flask, Response, request
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import HTTPException
 
 from webhook.model.streams import StreamEntry
 from webhook.serving import admission
-from webhook.serving.metrics import Metrics, new_metrics
+from webhook.serving.metrics import Metrics, kind_label, new_metrics
 
 if TYPE_CHECKING:
     from webhook.kube.policy_cache import PolicyIndex
@@ -25,6 +33,8 @@ MAX_BODY_BYTES = 3 * 1024 * 1024
 # instead of a reset connection; past it the connection is simply closed.
 _DRAIN_LIMIT = 64 * 1024 * 1024
 _CHUNK = 64 * 1024
+
+INTERNAL_ERROR = "imagestreams webhook: internal error, images left as they are (see its log)"
 
 
 class Index(Protocol):
@@ -59,7 +69,13 @@ def create_app(config: AppConfig, metrics: Metrics | None = None) -> Flask:
         review = _read_review(config.max_body_bytes, metrics)
         if isinstance(review, Response):
             return review
-        outcome = admission.mutate(review, index)
+        try:
+            outcome = admission.mutate(review, index, loaded=index.ready)
+        except Exception:  # the last resort: a bug must not fail every admission
+            log.exception("/mutate failed on review %s", review["uid"])
+            metrics.requests.labels(kind=kind_label(review), result="error").inc()
+            outcome = admission.Outcome(warnings=[INTERNAL_ERROR])
+            return _json(admission.respond(review["uid"], outcome))
         _observe(metrics, review, outcome, started)
         return _json(admission.respond(review["uid"], outcome))
 
@@ -75,7 +91,15 @@ def create_app(config: AppConfig, metrics: Metrics | None = None) -> Flask:
         if not config.policy.ready:
             # An error, not an answer: the registration's failurePolicy decides.
             return _json({"error": "image policy index not loaded yet"}, 503)
-        return _json(answer(review, config.policy, policy_metrics))
+        try:
+            return _json(answer(review, config.policy, policy_metrics))
+        except Exception:  # the last resort: the registration's failurePolicy decides
+            log.exception("/validate failed on review %s", review["uid"])
+            return _json({"error": "internal error judging this review (see the log)"}, 400)
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> Response:
+        return _json({"error": err.description or err.name}, err.code or 500)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -100,14 +124,20 @@ def create_app(config: AppConfig, metrics: Metrics | None = None) -> Flask:
 
 def _read_review(limit: int, metrics: Metrics) -> Mapping[str, Any] | Response:
     """The request's AdmissionReview request, or the HTTP 400 that says why there is none."""
-    data = _read_body(limit)
+    try:
+        data = _read_body(limit)
+    except (OSError, ParseException, HTTPException) as err:
+        # A broken chunked encoding, a client gone mid-body: gunicorn closes the connection.
+        return _bad_request(f"the body could not be read: {type(err).__name__}", metrics)
     if data is None:
         return _bad_request(f"body is larger than {limit} bytes", metrics)
     try:
         return admission.parse_review(json.loads(data))
     except admission.BadReview as err:
         return _bad_request(str(err), metrics)
-    except (ValueError, UnicodeDecodeError):
+    except RecursionError:
+        return _bad_request("body is nested too deeply", metrics)
+    except ValueError:  # UnicodeDecodeError included
         return _bad_request("body is not valid JSON", metrics)
 
 
@@ -131,10 +161,8 @@ def _read_body(limit: int) -> bytes | None:
 def _observe(
     metrics: Metrics, review: Mapping[str, Any], outcome: admission.Outcome, started: float
 ) -> None:
-    kind = review.get("kind")
-    kind_name = str(kind.get("kind", "")) if isinstance(kind, Mapping) else ""
     result = "patched" if outcome.patch else "unchanged"
-    metrics.requests.labels(kind=kind_name, result=result).inc()
+    metrics.requests.labels(kind=kind_label(review), result=result).inc()
     metrics.latency.observe(time.perf_counter() - started)
     metrics.images_resolved.inc(len(outcome.patch))
     metrics.warnings.inc(len(outcome.warnings))

@@ -8,7 +8,9 @@ aggregates them, so a scrape sees every worker, not just the one that answered.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,7 +22,14 @@ from prometheus_client import (
     multiprocess,
 )
 
+from webhook.model.workloads import WORKLOADS
 from webhook.serving.server import MULTIPROC_ENV
+
+# Every label value comes from a fixed set, never from the request: one review with kind
+# "\ud800" would break every scrape (it cannot be encoded), and each new kind would add a
+# series to the metrics files for good.
+KINDS = frozenset((*WORKLOADS, "ImageStream"))
+OTHER_KIND = "other"
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -40,6 +49,13 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def kind_label(request: Mapping[str, Any]) -> str:
+    """The `kind` label of an admission request: one of KINDS, else "other"."""
+    kind = request.get("kind")
+    name = kind.get("kind") if isinstance(kind, Mapping) else None
+    return name if isinstance(name, str) and name in KINDS else OTHER_KIND
 
 
 def new_metrics() -> Metrics:

@@ -1,8 +1,11 @@
 """`imagestreams serve`: the Flask app under gunicorn, over TLS 1.2+.
 
 Each worker builds its own app and index after the fork (threads do not survive a fork),
-so in cluster mode every worker runs its own watch. Certificates are re-read when their
-files change, so a rotated certificate is served without a restart.
+so in cluster mode every worker runs its own watch. A fresh worker takes connections only
+once its indexes are loaded (or INDEX_WAIT has passed, so that probes are answered and say
+why it is not ready): until then the other workers take them, and answer from a loaded
+index. Certificates are re-read when their files change, so a rotated certificate is
+served without a restart.
 
 Workers are gevent workers (`DeadlineWorker`): every connection has a greenlet of its own,
 so a client slow to finish its TLS handshake, its headers or its body holds a few dozen
@@ -28,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 from gevent.pool import Pool
@@ -44,6 +47,11 @@ log = logging.getLogger(__name__)
 # prometheus_client picks its value store when first imported, so this module must set
 # the variable before anything imports it (serving/metrics.py reads it from here).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# How long a new worker waits for its first list before it takes connections anyway (then
+# /readyz fails and /mutate warns until the list arrives). Well under gunicorn's worker
+# timeout (30 s), which would otherwise kill a worker still waiting.
+INDEX_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class ServeOptions:
     connections: int = 2000
     # HOST:PORT of the plain-HTTP probe port, or None (probes then use the TLS port).
     health_bind: str | None = None
+    index_wait: float = INDEX_WAIT
 
     @property
     def health_port(self) -> int | None:
@@ -137,12 +146,27 @@ def build_app(options: ServeOptions) -> Any:
         sinks = Tee(Yielding(index), Yielding(images))
         StreamWatcher(sinks, custom_objects(connection)).start()
     if not options.policies:
+        _wait_loaded([index], options.index_wait)
         return create_app(AppConfig(index=index))
     if options.policies_file or connection is None:
         policy.load_files(options.policies_file)
     else:
         policy.watch(connection.api_client)
+    _wait_loaded([index, policy.policies, policy.namespaces, images], options.index_wait)
     return create_app(AppConfig(index=index, policy=policy))
+
+
+class _Loading(Protocol):
+    def wait_ready(self, timeout: float | None = None) -> bool: ...
+
+
+def _wait_loaded(indexes: list[_Loading], timeout: float) -> None:
+    """Block this worker (before it accepts connections) until `indexes` have loaded."""
+    deadline = time.monotonic() + timeout
+    for index in indexes:
+        if not index.wait_ready(max(0.0, deadline - time.monotonic())):
+            log.warning("indexes not loaded after %.0f s; serving, not ready yet", timeout)
+            return
 
 
 class Yielding:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from webhook.kube.policy_cache import PolicyIndex
-from webhook.model import policy
+from webhook.model import policy, workloads
+from webhook.serving import limits
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
@@ -49,7 +50,8 @@ def answer(
     policies = index.policies.all()
     verdict = policy.Verdict()
     if policies:
-        namespace = str(request.get("namespace") or "")
+        obj = request.get("object")
+        namespace = workloads.request_namespace(request, obj if isinstance(obj, Mapping) else {})
         labels = index.namespaces.labels(namespace) if namespace else {}
         verdict = policy.validate(request, policies, labels, index.streams)
     if metrics is not None and not request.get("dryRun"):
@@ -72,20 +74,23 @@ def _result(verdict: policy.Verdict) -> str:
 
 def respond(uid: str, verdict: policy.Verdict) -> dict[str, Any]:
     """The AdmissionReview answering a validation: denied (403) when an Enforce policy is
-    violated; Warn violations as warnings; Audit violations as an audit annotation."""
+    violated; Warn violations as warnings; Audit violations as an audit annotation. Each
+    part bounded (serving.limits), however many violations there are."""
     response: dict[str, Any] = {"uid": uid, "allowed": verdict.allowed}
     if not verdict.allowed:
         response["status"] = {
             "code": 403,
             "reason": "Forbidden",
-            "message": verdict.denial_message(),
+            "message": verdict.denial_message(shown=limits.DENIAL_VIOLATIONS),
         }
-    warnings = [v.message for v in verdict.by_mode(policy.WARN)]
+    warnings = limits.warnings(v.message for v in verdict.by_mode(policy.WARN))
     if warnings:
         response["warnings"] = warnings
     audits = verdict.by_mode(policy.AUDIT)
     if audits:
-        records = [v.record() for v in audits]
+        records: list[dict[str, Any]] = [v.record() for v in audits[: limits.AUDIT_RECORDS]]
+        if len(audits) > len(records):
+            records.append({"omitted": len(audits) - len(records)})
         response["auditAnnotations"] = {
             policy.AUDIT_ANNOTATION: json.dumps(records, separators=(",", ":"))
         }
