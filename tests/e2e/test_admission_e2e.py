@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 CHARTS = Path(__file__).parent / "charts"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 POD_SPEC = "{.spec.template.spec.containers[0].image}"
+RESOLVE_NAMES = "alpha.image.policy.openshift.io/resolve-names"
 
 
 @pytest.fixture
@@ -152,3 +154,34 @@ def test_controller_imports_from_the_registry(
         "the controller to import app:1.0",
         lambda: namespace.dry_run_pod("app:1.0") == app_image.pinned,
     )
+
+
+# --- turning on image lookup for an existing workload (issue 14, point 1) -------------------
+
+
+def test_set_image_lookup_pins_an_existing_deployment(
+    namespace: Namespace, app_image: Image, cluster: Cluster
+) -> None:
+    """The stream has no local lookup, so `app:1.0` stays as written until the workload asks
+    for lookups: `set image-lookup deploy/web` only adds the annotation to the pod template,
+    and that update must pin the images the Deployment already has (OpenShift does)."""
+    namespace.stream("app", {"1.0": app_image}, lookup=False)
+    namespace.kubectl("create", "deployment", "web", "--image", "app:1.0")
+    assert namespace.get("deployment", "web", POD_SPEC) == "app:1.0"
+    subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "imagestreams"), "-n", namespace.name,
+         "set", "image-lookup", "deploy/web"],
+        check=True, capture_output=True, env=cluster.env, timeout=120,
+    )  # fmt: skip
+    assert namespace.get("deployment", "web", POD_SPEC) == app_image.pinned
+
+
+def test_annotate_pins_an_existing_deployment(namespace: Namespace, app_image: Image) -> None:
+    """The same through `kubectl annotate` on the Deployment itself; and turning it off
+    again leaves the pinned images as they are."""
+    namespace.stream("app", {"1.0": app_image}, lookup=False)
+    namespace.kubectl("create", "deployment", "web", "--image", "app:1.0")
+    namespace.kubectl("annotate", "deployment", "web", f"{RESOLVE_NAMES}=*")
+    assert namespace.get("deployment", "web", POD_SPEC) == app_image.pinned
+    namespace.kubectl("annotate", "deployment", "web", f"{RESOLVE_NAMES}-")
+    assert namespace.get("deployment", "web", POD_SPEC) == app_image.pinned

@@ -90,6 +90,9 @@ class Image:
     list_name: str
     container: str
     image: str
+    # What an UPDATE matches old and new containers by: the name, unique across all the
+    # container lists of a pod; a container without one (never from an API server) by place.
+    key: str
 
 
 def request_kind(request: Mapping[str, Any]) -> str | None:
@@ -136,29 +139,46 @@ def pod_images(obj: Mapping[str, Any], kind: str) -> Iterator[Image]:
             image = container.get("image")
             if isinstance(image, str):
                 name = container.get("name")
-                yield Image(
-                    pointer=f"{base}/{list_name}/{i}/image",
-                    list_name=list_name,
-                    container=name if isinstance(name, str) else str(i),
-                    image=image,
-                )
+                if isinstance(name, str) and name:
+                    label, key = name, f"name:{name}"
+                else:
+                    label, key = str(i), f"{list_name}:{i}"
+                yield Image(f"{base}/{list_name}/{i}/image", list_name, label, image, key)
 
 
-def images_by_container(obj: Mapping[str, Any], kind: str) -> dict[tuple[str, str], str]:
-    """(container list, container name) → image: what UPDATE compares against."""
-    return {(i.list_name, i.container): i.image for i in pod_images(obj, kind)}
+def images_by_container(obj: Mapping[str, Any], kind: str) -> dict[str, str]:
+    """Container key (Image.key) → image: what an UPDATE compares against. A name is looked
+    up across all the lists, init containers first (OpenShift's order), so a container that
+    moves between lists with its image is unchanged."""
+    found: dict[str, str] = {}
+    for image in pod_images(obj, kind):
+        found.setdefault(image.key, image.image)
+    return found
 
 
 def changed_images(obj: Mapping[str, Any], kind: str, old: Any = None) -> Iterator[Image]:
-    """The images of `obj` that an UPDATE from `old` changed: a container that is new or
-    whose image differs. Every image when there is no old object (CREATE)."""
+    """The images of `obj` that an UPDATE from `old` changed: a container that is new (by
+    name) or whose image differs. Every image when there is no old object (CREATE)."""
     if not isinstance(old, Mapping):
         yield from pod_images(obj, kind)
         return
     before = images_by_container(old, kind)
     for image in pod_images(obj, kind):
-        if before.get((image.list_name, image.container)) != image.image:
+        if before.get(image.key) != image.image:
             yield image
+
+
+def images_to_resolve(obj: Mapping[str, Any], kind: str, old: Any = None) -> Iterator[Image]:
+    """The images admission resolves, as OpenShift's image policy chooses them: on CREATE
+    all; on UPDATE the changed ones, unless the update turned the resolve-names annotation
+    on or off (on the object or its pod template; only "*" counts as on, and moving it
+    between the two is no change): then all, so that `set image-lookup deploy/NAME` or
+    `kubectl annotate` on an existing workload pins the images it already has."""
+    if isinstance(old, Mapping) and resolve_names_forced(obj, kind) == resolve_names_forced(
+        old, kind
+    ):
+        return changed_images(obj, kind, old)
+    return pod_images(obj, kind)
 
 
 def resolve_names_forced(obj: Mapping[str, Any], kind: str) -> bool:

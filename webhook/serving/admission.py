@@ -16,8 +16,8 @@ from typing import Any
 from webhook.model.resolution import StreamLookup, candidate, resolve_image
 from webhook.model.streams import InvalidImageStream, generation_stamps
 from webhook.model.workloads import (
-    changed_images,
     controlled_by_builtin_workload,
+    images_to_resolve,
     request_kind,
     request_namespace,
     resolve_names_forced,
@@ -92,10 +92,11 @@ def resolve_object(
     streams: StreamLookup,
     old: Any = None,
 ) -> Outcome:
-    """Resolve every candidate image of `obj`; on UPDATE, only images changed from `old`."""
+    """Resolve every candidate image of `obj`; on UPDATE, the images
+    `workloads.images_to_resolve` chooses."""
     outcome = Outcome()
     force = resolve_names_forced(obj, kind)
-    for image in changed_images(obj, kind, old):
+    for image in images_to_resolve(obj, kind, old):
         resolved, warning = resolve_image(image.image, namespace, streams, force)
         if warning:
             outcome.warnings.append(f"{image.container}: {warning}")
@@ -109,7 +110,7 @@ def unresolved_candidates(obj: Mapping[str, Any], kind: str, old: Any = None) ->
     force = resolve_names_forced(obj, kind)
     waiting = [
         f"{image.container}={image.image}"
-        for image in changed_images(obj, kind, old)
+        for image in images_to_resolve(obj, kind, old)
         if candidate(image.image, force) is not None
     ]
     return Outcome(warnings=[NOT_LOADED + ", ".join(waiting)] if waiting else [])
