@@ -9,7 +9,7 @@ import pytest
 
 from webhook.model import streams, triggers
 from webhook.model.streams import ImageStream
-from webhook.model.triggers import InvalidTrigger, Trigger
+from webhook.model.triggers import Annotation, Followed, InvalidTrigger, Trigger
 
 A, B, C = ("sha256:" + ch * 64 for ch in "abc")
 REG = "quay.io/keycloak/keycloak"
@@ -101,7 +101,7 @@ def lookup_for(*found: ImageStream) -> triggers.StreamLookup:
     return lambda namespace, name: table.get((namespace, name))
 
 
-# --- the annotation -------------------------------------------------------------------------
+# --- the annotation: OpenShift's rules (library-go pkg/image/trigger) -----------------------
 
 
 def test_parse_the_openshift_format() -> None:
@@ -120,31 +120,127 @@ def test_parse_the_openshift_format() -> None:
         Trigger("keycloak", "20.0", WEB),
         Trigger("db", "1", "spec.template.spec.containers[0].image", "ops", paused=True),
     ]
-    assert triggers.parse_triggers(None) == []
-    assert triggers.parse_triggers("") == []
 
 
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        ("{not json", "is not valid JSON"),
-        ('{"from": {}}', "must be a JSON list"),
-        ('["x"]', "trigger 0 must be an object"),
-        (json.dumps([{"fieldPath": WEB}]), "trigger 0: from is required"),
-        (
-            json.dumps([trig() | {"from": {"kind": "DockerImage", "name": "x:1"}}]),
-            "from.kind must be ImageStreamTag, not 'DockerImage'",
-        ),
-        (json.dumps([trig("keycloak")]), "from.name must be STREAM:TAG, not 'keycloak'"),
-        (json.dumps([trig("ns/keycloak:1")]), "from.name must be STREAM:TAG"),
-        (json.dumps([trig(path="")]), "fieldPath is required"),
-        (json.dumps([trig(paused="yes")]), "paused must be true or false"),
-        (json.dumps([trig(), trig("other:1")]), "triggers 0 and 1 both set"),
-    ],
-)
-def test_invalid_annotations_say_what_is_wrong(value: str, message: str) -> None:
+def test_no_annotation_and_null_mean_no_triggers() -> None:
+    assert triggers.parse_annotation(None) == Annotation()
+    assert triggers.parse_annotation("null") == Annotation()  # P2
+    assert triggers.parse_annotation("[]") == Annotation()
+
+
+# The whole annotation is unusable (no trigger of the workload applies): not JSON, not a
+# list, a field of the wrong JSON type (json.Unmarshal fails), or a fieldPath twice.
+WHOLE_ANNOTATION_INVALID = [
+    pytest.param("", "is not valid JSON", id="P1-empty"),
+    pytest.param("{not json", "is not valid JSON", id="not-json"),
+    pytest.param(json.dumps(trig()), "must be a JSON list", id="P3-object"),
+    pytest.param('["x"]', r"triggers\[0\] must be an object", id="entry-a-string"),
+    pytest.param(json.dumps([trig(), 5]), r"triggers\[1\] must be an object", id="entry-a-number"),
+    pytest.param(json.dumps([trig(paused="yes")]), "paused must be true or false", id="P5"),
+    pytest.param(
+        json.dumps([trig(paused="true")]), "paused must be true or false", id="paused-str"
+    ),
+    pytest.param(json.dumps([trig(path=3)]), "fieldPath must be a string", id="path-a-number"),
+    pytest.param(
+        json.dumps([trig() | {"from": "keycloak:20.0"}]), "from must be an object", id="from-str"
+    ),
+    pytest.param(
+        json.dumps([trig() | {"from": {"kind": "ImageStreamTag", "name": 1}}]),
+        "from.name must be a string",
+        id="name-a-number",
+    ),
+    pytest.param(
+        json.dumps([trig(source={"namespace": ["ops"]})]),
+        "from.namespace must be a string",
+        id="namespace-a-list",
+    ),
+    pytest.param(
+        json.dumps([trig(), trig("other:1")]),
+        r"triggers\[0\] and \[1\] both have .*duplicate triggers are not allowed",
+        id="P4-duplicate",
+    ),
+    pytest.param(
+        json.dumps([{"from": {"kind": "ImageStreamTag", "name": "a:1"}}, {"from": {}}]),
+        r"\[0\] and \[1\] both have no fieldPath",
+        id="duplicate-no-path",
+    ),
+    pytest.param(
+        # Duplicates count before anything else: even two entries that would be skipped.
+        json.dumps([trig("bad", "p"), trig("worse", "p")]),
+        "duplicate triggers",
+        id="duplicate-skipped-entries",
+    ),
+]
+
+
+@pytest.mark.parametrize(("value", "message"), WHOLE_ANNOTATION_INVALID)
+def test_annotations_unusable_as_a_whole(value: str, message: str) -> None:
     with pytest.raises(InvalidTrigger, match=message):
-        triggers.parse_triggers(value)
+        triggers.parse_annotation(value)
+    result = triggers.plan(workload(annotation=value), "Deployment", lookup_for(image_stream({})))
+    assert result.patch == [] and len(result.problems) == 1
+
+
+# One entry is wrong in what it says: that entry is skipped, the others apply. OpenShift
+# skips these silently (its indexer ignores them); here each is named in a Warning Event.
+SKIPPED_ENTRIES = [
+    pytest.param(
+        {"from": {"kind": "ImageStreamTag", "name": "keycloak:20.0"}},
+        "fieldPath is required",
+        id="P6-no-path",
+    ),
+    pytest.param(
+        trig() | {"from": {"kind": "DockerImage", "name": "keycloak:20.0"}},
+        "from.kind must be ImageStreamTag, not 'DockerImage'",
+        id="P7-docker-image",
+    ),
+    pytest.param(trig("keycloak"), "from.name must be STREAM:TAG", id="P8-no-colon"),
+    pytest.param(trig("ops/keycloak:1"), "the namespace goes in from.namespace", id="ns-in-name"),
+    pytest.param(trig("keycloak:20.0:1"), "from.name must be STREAM:TAG", id="two-colons"),
+    pytest.param(trig(":20.0"), "from.name must be STREAM:TAG", id="no-stream"),
+    pytest.param({"fieldPath": "p"}, "from.kind must be ImageStreamTag, not ''", id="no-from"),
+    pytest.param(None, "from.kind must be ImageStreamTag", id="null-entry"),
+    pytest.param(
+        trig(source={"apiVersion": "image.openshift.io/v1"}),
+        "from.apiVersion must not be set",
+        id="api-version",
+    ),
+]
+
+
+@pytest.mark.parametrize(("entry", "reason"), SKIPPED_ENTRIES)
+def test_one_malformed_entry_is_skipped(entry: Any, reason: str) -> None:
+    good = trig("keycloak:20.0", "spec.template.spec.initContainers[0].image")
+    text = json.dumps([entry, good])
+    annotation = triggers.parse_annotation(text)
+    assert annotation.triggers == (
+        Trigger("keycloak", "20.0", "spec.template.spec.initContainers[0].image"),
+    )
+    (skipped,) = annotation.skipped
+    assert skipped.position == 0 and reason in skipped.reason
+    assert str(skipped).startswith("image.openshift.io/triggers[0]: ")
+    # Planned: the good one applies, the bad one is a problem naming it.
+    obj = workload(annotation=text, init=[{"name": "init", "image": "i:1"}])
+    result = triggers.plan(obj, "Deployment", lookup_for(image_stream({"20.0": B})))
+    assert [op["path"] for op in result.patch] == ["/spec/template/spec/initContainers/0/image"]
+    assert result.problems == [
+        f"image.openshift.io/triggers[0]: {skipped.reason}; that trigger is skipped,"
+        " the others apply"
+    ]
+    # Editing the annotation (`set triggers`) refuses rather than drop the entry.
+    with pytest.raises(InvalidTrigger, match=r"image.openshift.io/triggers\[0\]"):
+        triggers.parse_triggers(text)
+
+
+def test_a_name_ending_in_a_colon_means_latest() -> None:
+    assert triggers.parse_annotation(json.dumps([trig("keycloak:")])).triggers == (
+        Trigger("keycloak", "latest", WEB),
+    )
+
+
+def test_unknown_fields_are_ignored() -> None:
+    text = json.dumps([trig() | {"extra": 1, "from": {"kind": "ImageStreamTag", "name": "k:1"}}])
+    assert triggers.parse_annotation(text).triggers == (Trigger("k", "1", WEB),)
 
 
 def test_written_as_go_marshals_it() -> None:
@@ -201,17 +297,45 @@ def test_cronjob_paths() -> None:
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        ("spec.containers[0].image", "not valid for a Deployment"),
+        ("spec.containers[0].image", "not valid for a Deployment"),  # P9: another prefix
         ("spec.template.spec.containers[0].env", "not valid for a Deployment"),
+        ('spec.template.spec.containers[?(@.name=="web")]', "not valid"),  # row 3: no .image
+        ('spec.template.spec.containers[?(@.name=="web").image', "not valid"),  # row 4: no ]
+        ("spec.template.spec.containers[@.name=web].image", "by index or"),  # row 5
         ("spec.template.spec.containers[3].image", r"no containers\[3\] \(1 containers\)"),
-        ('spec.template.spec.containers[?(@.name=="db")].image', "no containers named 'db' .web."),
-        ("spec.template.spec.containers[name=web].image", "by index or"),
-        ('spec.template.spec.initContainers[?(@.name=="web")].image', "no initContainers named"),
+        ("spec.template.spec.containers[-1].image", r"no containers\[-1\]"),
+        (
+            'spec.template.spec.containers[?(@.name=="db")].image',
+            r"no container named 'db' \(web\)",
+        ),
     ],
 )
 def test_bad_field_paths(path: str, message: str) -> None:
     with pytest.raises(InvalidTrigger, match=message):
         triggers.resolve_field(workload(), "Deployment", path)
+
+
+@pytest.mark.parametrize(
+    ("selector", "pointer"),
+    [
+        ("containers[0]image", "containers/0"),  # P10: the dot is optional
+        ("containers[+1].image", "containers/1"),  # P11: what strconv.Atoi takes
+        ("containers[01].image", "containers/1"),
+        # P13: a name is looked up in both lists (names are unique across a pod).
+        ('containers[?(@.name=="init")].image', "initContainers/0"),
+        ('initContainers[?(@.name=="side")].image', "containers/1"),
+        # P12: OpenShift wants exactly ?(@.name=="NAME"); spaces and single quotes are
+        # accepted here too (a superset: whatever OpenShift reads, we read alike).
+        ("containers[?(@.name == 'side')].image", "containers/1"),
+    ],
+)
+def test_field_paths_as_openshift_reads_them(selector: str, pointer: str) -> None:
+    obj = workload(
+        containers=[{"name": "web", "image": "w"}, {"name": "side", "image": "s"}],
+        init=[{"name": "init", "image": "i"}],
+    )
+    found = triggers.resolve_field(obj, "Deployment", f"spec.template.spec.{selector}")
+    assert found.pointer == f"/spec/template/spec/{pointer}/image"
 
 
 def test_kinds_without_triggers() -> None:
@@ -263,13 +387,138 @@ def test_cross_namespace_trigger() -> None:
     assert result.updates[0].source == "ops/keycloak:20.0"
 
 
-def test_one_bad_trigger_does_not_stop_the_others() -> None:
+def test_p14_a_path_naming_no_container_stops_only_its_trigger() -> None:
+    """OpenShift stops every trigger of the workload (and retries forever) when a resolved
+    trigger's path names no container; here that trigger is a problem, the others apply."""
     bad = trig("keycloak:20.0", 'spec.template.spec.containers[?(@.name=="gone")].image')
     good = trig("keycloak:20.0", "spec.template.spec.initContainers[0].image")
     obj = workload(annotation=[bad, good], init=[{"name": "init", "image": "i:1"}])
     result = triggers.plan(obj, "Deployment", lookup_for(image_stream({"20.0": B})))
     assert [op["path"] for op in result.patch] == ["/spec/template/spec/initContainers/0/image"]
-    assert len(result.problems) == 1 and "trigger 0 (keycloak:20.0)" in result.problems[0]
+    assert result.problems == [
+        "trigger from keycloak:20.0: fieldPath"
+        """ 'spec.template.spec.containers[?(@.name=="gone")].image':"""
+        " no container named 'gone' (init, web)"
+    ]
+
+
+def test_path_problems_are_found_only_once_the_tag_resolves() -> None:
+    bad = trig("keycloak:21.0", 'spec.template.spec.containers[?(@.name=="gone")].image')
+    result = triggers.plan(
+        workload(annotation=[bad]), "Deployment", lookup_for(image_stream({"20.0": B}))
+    )
+    assert result.patch == [] and result.problems == []
+
+
+def statefulset(annotation: Any, containers: list[dict[str, Any]], init: Any = None) -> Any:
+    obj = workload("StatefulSet", annotation, init=init)
+    obj["spec"]["template"]["spec"]["containers"] = containers
+    obj["metadata"].update(name="test", namespace="default")
+    return obj
+
+
+def p(name: str, where: str = "containers") -> str:
+    return f'spec.template.spec.{where}[?(@.name=="{name}")].image'
+
+
+def other(name: str, path: str, **extra: Any) -> dict[str, Any]:
+    return trig(name, path, source={"namespace": "other"}, **extra)
+
+
+# TestAnnotationsReactor (library-go annotations_test.go): StatefulSet default/test, tag
+# other/stream-1:1 → image-lookup-1 (here IMAGE_LOOKUP_1); the images after the update
+# ("init:" marks an init container), or None: no update.
+IMAGE_LOOKUP_1 = f"{REG}@{B}"
+REACTOR_ROWS = [
+    pytest.param(None, {"test": ""}, None, id="1-no-annotation"),
+    pytest.param([other("stream-1:1", p("test"))], {"test": ""}, {"test": IMAGE_LOOKUP_1}, id="7"),
+    pytest.param(
+        [other("stream-1:1", p("test", "initContainers"))],
+        {"init:test": ""},
+        {"init:test": IMAGE_LOOKUP_1},
+        id="8-init",
+    ),
+    pytest.param([other("stream-1:1", p("test"), paused=True)], {"test": ""}, None, id="9-paused"),
+    pytest.param(
+        [other("stream-1:1", p("test")), other("stream-2:1", p("test2"))],
+        {"test": "", "test2": ""},
+        {"test": IMAGE_LOOKUP_1, "test2": ""},
+        id="10-one-stream-unknown",
+    ),
+    pytest.param(
+        [other("stream-1:1", p("test")), other("stream-2:1", p("test2"))],
+        {"test": "", "test2": "old-image"},
+        {"test": IMAGE_LOOKUP_1, "test2": "old-image"},
+        id="11",
+    ),
+    pytest.param(
+        [other("stream-1:1", p("test")), other("stream-1:1", p("test2"))],
+        {"test": "", "test2": ""},
+        {"test": IMAGE_LOOKUP_1, "test2": IMAGE_LOOKUP_1},
+        id="12-two-fields-one-tag",
+    ),
+]
+
+
+def images_after(obj: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, str]:
+    spec = obj["spec"]["template"]["spec"]
+    for op in patch:
+        *_, list_name, index, _image = op["path"].split("/")
+        spec[list_name][int(index)]["image"] = op["value"]
+    found = {c["name"]: c["image"] for c in spec["containers"]}
+    return found | {f"init:{c['name']}": c["image"] for c in spec.get("initContainers", [])}
+
+
+@pytest.mark.parametrize(("annotation", "before", "after"), REACTOR_ROWS)
+def test_openshift_reactor_table(
+    annotation: Any, before: dict[str, str], after: dict[str, str] | None
+) -> None:
+    containers = [{"name": n, "image": i} for n, i in before.items() if ":" not in n]
+    init = [{"name": n[5:], "image": i} for n, i in before.items() if n.startswith("init:")]
+    obj = statefulset(annotation, containers, init or None)
+    stream = image_stream({"1": B}, namespace="other", name="stream-1")
+    result = triggers.plan(obj, "StatefulSet", lookup_for(stream))
+    assert result.problems == []
+    if after is None:
+        assert result.patch == []
+    else:
+        assert images_after(obj, result.patch) == after
+
+
+@pytest.mark.parametrize(
+    ("path", "containers"),
+    [
+        pytest.param(p("test"), [], id="2-no-containers"),
+        pytest.param(p("test").removesuffix(".image"), [{"name": "test"}], id="3-no-image"),
+        pytest.param(
+            'spec.template.spec.containers[?(@.name=="test").image', [{"name": "test"}], id="4"
+        ),
+        pytest.param(
+            "spec.template.spec.containers[@.name=test].image", [{"name": "test"}], id="5"
+        ),
+    ],
+)
+def test_openshift_reactor_error_rows_are_problems(path: str, containers: Any) -> None:
+    """Rows 2-5 are errors in OpenShift (the whole object); here a problem of that trigger."""
+    obj = statefulset([other("stream-1:1", path)], containers)
+    stream = image_stream({"1": B}, namespace="other", name="stream-1")
+    result = triggers.plan(obj, "StatefulSet", lookup_for(stream))
+    assert result.patch == [] and len(result.problems) == 1
+
+
+def test_reactor_row_6_no_tags_known() -> None:
+    obj = statefulset([other("stream-1:1", p("test"))], [{"name": "test", "image": ""}])
+    stream = image_stream({}, namespace="other", name="stream-1")
+    assert triggers.plan(obj, "StatefulSet", lookup_for(stream)) == triggers.Plan()
+
+
+def test_a_refused_stream_is_a_problem_of_its_trigger() -> None:
+    def refuse(namespace: str, name: str) -> ImageStream | None:
+        raise InvalidTrigger(f"may not read {namespace}")
+
+    obj = workload(annotation=[trig(source={"namespace": "ops"})])
+    result = triggers.plan(obj, "Deployment", refuse)
+    assert result.problems == ["trigger from ops/keycloak:20.0: may not read ops"]
 
 
 def test_an_invalid_annotation_is_a_problem_not_a_crash() -> None:
@@ -309,11 +558,114 @@ def test_only_triggers_on_moved_tags_act() -> None:
     assert [u.container for u in result.updates] == ["web"]
 
 
-def test_follows_stream() -> None:
-    obj = workload(annotation=[trig(source={"namespace": "ops"})])
-    assert triggers.follows_stream(obj, "ops", "keycloak")
-    assert not triggers.follows_stream(obj, "demo", "keycloak")
-    assert not triggers.follows_stream(workload(annotation="["), "demo", "keycloak")
+# --- workload events: created, annotation added or changed ----------------------------------
+
+WEB_20 = trig("keycloak:20.0")
+WEB_21 = trig("keycloak:21.0")
+INIT_DB = trig("db:1", "spec.template.spec.initContainers[0].image")
+ABSENT = object()  # no annotation
+
+
+def annotation_text(entries: Any) -> str | None:
+    if entries is ABSENT:
+        return None
+    return entries if isinstance(entries, str) else json.dumps(entries)
+
+
+def spelt(entry: dict[str, Any]) -> Trigger:
+    """The trigger an entry gives on a workload in namespace demo, as remembered."""
+    (trigger,) = triggers.parse_annotation(json.dumps([entry])).triggers
+    return trigger.spelt_out("demo")
+
+
+# (what the controller saw before, the annotation now, the event) → the triggers applied
+# now, and whether problems are reported. OpenShift (openshift-controller-manager's trigger
+# cache, rows T1-T13 of the spec) applies every trigger on Added and on any Updated; here
+# only new or changed entries apply, so an edit that leaves a trigger as it was, or a
+# rollout undo, does not move the image.
+WORKLOAD_EVENTS = [
+    pytest.param(ABSENT, [WEB_20], "added", [WEB_20], False, id="T1-created"),
+    pytest.param(ABSENT, [WEB_20], "modified", [WEB_20], False, id="T3-annotation-added"),
+    pytest.param([WEB_20, INIT_DB], [INIT_DB, WEB_20], "modified", [], False, id="T4-reordered"),
+    pytest.param(
+        [WEB_20 | {"paused": True}], [WEB_20], "modified", [WEB_20], False, id="T5-resumed"
+    ),
+    pytest.param([WEB_20], [WEB_20 | {"paused": True}], "modified", [], False, id="paused"),
+    pytest.param([WEB_20], [WEB_20], "modified", [], False, id="T6-T7-unchanged-undo"),
+    pytest.param([WEB_20], [WEB_21], "modified", [WEB_21], False, id="tag-changed"),
+    pytest.param([WEB_20], [WEB_20, INIT_DB], "modified", [INIT_DB], False, id="entry-added"),
+    pytest.param([WEB_20, INIT_DB], [WEB_20], "modified", [], False, id="undo-to-fewer"),
+    pytest.param(
+        [WEB_20],
+        [trig(source={"namespace": "demo"})],
+        "modified",
+        [],
+        False,
+        id="own-namespace-spelt-out",
+    ),
+    pytest.param([WEB_20], [WEB_20], "added", [WEB_20], False, id="recreated"),
+    pytest.param([WEB_20], "[", "modified", [], True, id="T8-became-invalid"),
+    pytest.param(ABSENT, [{"from": {}}], "added", [], True, id="only-a-bad-entry"),
+    pytest.param(ABSENT, [{"from": {}}, WEB_20], "added", [WEB_20], True, id="bad-next-to-good"),
+    pytest.param(
+        [{"from": {}}, WEB_20], [{"from": {}}, WEB_20], "modified", [], False, id="still-bad"
+    ),
+    pytest.param(ABSENT, [WEB_20], "listed", [], False, id="there-at-start"),
+    pytest.param(ABSENT, "[", "listed", [], False, id="invalid-at-start"),
+    pytest.param([WEB_20], ABSENT, "modified", [], False, id="T12-removed"),
+]
+
+
+@pytest.mark.parametrize(("before", "now", "event", "applied", "report"), WORKLOAD_EVENTS)
+def test_workload_events(
+    before: Any, now: Any, event: triggers.WorkloadEvent, applied: list[Any], report: bool
+) -> None:
+    old = triggers.react(None, annotation_text(before), "demo", "added").remember
+    reaction = triggers.react(old, annotation_text(now), "demo", event)
+    assert reaction.apply == tuple(spelt(entry) for entry in applied)
+    assert reaction.report is report
+
+
+def test_what_is_remembered() -> None:
+    remembered = triggers.react(
+        None, json.dumps([WEB_20, INIT_DB | {"paused": True}, {"from": {}}]), "demo", "added"
+    ).remember
+    # Unpaused triggers only, namespaces spelt out; the problems, so as not to repeat them.
+    assert remembered == Followed(
+        (Trigger("keycloak", "20.0", WEB, "demo"),),
+        ("image.openshift.io/triggers[2]: from.kind must be ImageStreamTag, not ''",),
+    )
+    assert triggers.react(remembered, None, "demo", "modified").remember is None
+    nothing = json.dumps([INIT_DB | {"paused": True}])
+    assert triggers.react(None, nothing, "demo", "added").remember is None
+
+
+def test_an_unusable_annotation_keeps_the_triggers_remembered() -> None:
+    """As OpenShift's cache: breaking the JSON and fixing it again applies nothing that was
+    there before (the workload may have been rolled back by hand meanwhile)."""
+    old = triggers.react(None, json.dumps([WEB_20]), "demo", "added").remember
+    broken = triggers.react(old, "[", "demo", "modified")
+    assert old is not None and broken.remember is not None
+    assert broken.remember.triggers == old.triggers
+    assert triggers.react(broken.remember, "[", "demo", "modified").report is False
+    fixed = triggers.react(broken.remember, json.dumps([WEB_20]), "demo", "modified")
+    assert fixed.apply == () and fixed.remember == old
+
+
+@pytest.mark.parametrize(("generation", "event"), [(1, "added"), (2, "listed"), (None, "listed")])
+def test_workloads_found_at_start(generation: Any, event: str) -> None:
+    """A workload whose spec never changed since it was created (generation 1) was created
+    while the controller was away: its triggers apply. Any other may have been rolled back
+    by hand, and holds until its tag moves."""
+    assert triggers.listed_event(generation) == event
+
+
+def test_plan_only_the_given_triggers() -> None:
+    obj = workload(annotation=[WEB_20, INIT_DB], init=[{"name": "init", "image": "i:1"}])
+    found = lookup_for(image_stream({"20.0": B}), image_stream({"1": C}, name="db"))
+    result = triggers.plan(obj, "Deployment", found, only={spelt(INIT_DB)})
+    assert [u.container for u in result.updates] == ["init"]
+    assert triggers.plan(obj, "Deployment", found, only=set()).patch == []
 
 
 # --- set triggers ---------------------------------------------------------------------------

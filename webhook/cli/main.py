@@ -282,16 +282,28 @@ def _run_controller(args: argparse.Namespace) -> int:
     if args.metrics_bind:
         host, _, port = args.metrics_bind.rpartition(":")
         start_http_server(int(port), addr=host or "0.0.0.0", registry=controller.metrics.registry)
+    triggers = None
     if args.triggers:
         triggers = TriggerReconciler.from_api_client(connection.api_client)
         controller.listeners.append(lambda before, after: triggers.stream_changed(after, before))
+
+    def lead() -> None:
+        # Workloads are listed before the imports start, so the first tag moves reach them.
+        if triggers is not None:
+            triggers.start()
+        try:
+            controller.run()
+        finally:
+            if triggers is not None:
+                triggers.stop()
+
     if not args.leader_elect:
-        controller.run()
+        lead()
         return 0
     lease = LeaseOptions(
         name=args.lease_name, namespace=args.lease_namespace or connection.namespace
     )
-    run_as_leader(connection.api_client, lease, controller.run)
+    run_as_leader(connection.api_client, lease, lead)
     return 0
 
 

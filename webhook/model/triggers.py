@@ -1,4 +1,4 @@
-"""Image triggers: when an image stream tag moves, roll the workloads that follow it.
+"""Image triggers: roll the workloads that follow an image stream tag.
 
 A workload opts in with OpenShift's annotation (same format, so manifests carry over):
 
@@ -10,44 +10,37 @@ name or by index (`containers[0]`), in `containers` or `initContainers`, under t
 pod spec (`spec.template.spec` for Deployments, StatefulSets and DaemonSets,
 `spec.jobTemplate.spec.template.spec` for CronJobs); `"paused": true` holds a trigger.
 
-Entry point for the controller
-------------------------------
-    reconciler = TriggerReconciler.from_api_client(api_client)
-    reconciler.stream_changed(after, before)   # right after a status write moved a tag
+Reading the annotation (OpenShift's rules, library-go pkg/image/trigger)
+------------------------------------------------------------------------
+The whole annotation is unusable, and no trigger of the workload applies, when it is not
+JSON (the empty string included), not a list, has a field of the wrong JSON type, or two
+entries with the same fieldPath. Any other problem with one entry (not an ImageStreamTag,
+a name that is not STREAM:TAG, no fieldPath, a path or container that does not exist) skips
+that entry only: the others apply, and the controller says which entry and why in a
+Warning Event. (OpenShift skips such entries silently, and a path naming no container
+stops every trigger of the workload; here only that one.)
 
-`after` is the ImageStream dict as written, `before` as it was read (None if unknown).
-`stream_changed` lists the Deployments, StatefulSets, DaemonSets and CronJobs in the
-stream's namespace that carry the annotation and, for each unpaused trigger that follows a
-tag that moved, writes the tag's pinned reference (`streams.pinned_reference`) into the
-field with a JSON patch guarded by the workload's resourceVersion (a conflict re-reads and
-recomputes). It never raises: an invalid annotation becomes a Warning Event on the
-workload, an API failure a log line. `sync_workload` applies one workload's triggers at
-once, those on given moved tags or all of them (the CLI uses it after `set triggers`).
+When triggers act
+-----------------
+- Its tag moves: `plan(..., moved=...)` right after the controller's status write moved it
+  (`moved_tags` compares the tag's pinned reference before and after).
+- The workload is created with the trigger, or the annotation gains or changes it:
+  `react()` decides from watch events, against what the controller remembers of the
+  workload's annotation (`Followed`). Only new or changed entries apply.
 
-Limitation for now: `stream_changed` lists workloads in the stream's own namespace only, so
-a trigger that follows a stream in another namespace (`from.namespace`) is applied by
-`set triggers` but not on later moves; a watch-fed workload cache in the controller can
-lift this by passing the workloads it indexes by followed stream.
-
-Tag moves only
---------------
-OpenShift re-applies a trigger whenever the field differs from the tag, so a manual
-`kubectl rollout undo` is reverted at once. Here a trigger acts only on the event of its
-tag moving: its tag's pinned reference differs between `before` and `after`. A workload
-that was rolled back by hand keeps its image until that tag moves again; a move of
-another tag (even in the same stream) does not touch it.
-
+A manual `kubectl rollout undo` (or `set image`) is not reverted: OpenShift re-applies a
+trigger whenever the field differs from the tag; here a trigger acts on the events above
+only, so a workload rolled back by hand keeps its image until its tag moves again.
 Nothing is recorded on the workload to decide this, deliberately: `kubectl rollout undo`
 restores a Deployment's annotations from the old ReplicaSet along with its pod template,
 so a "last applied" record kept in an annotation would be rolled back too and the
-controller would re-apply at once. The moves are known exactly where they happen: in the
-controller's own status write. When `before` is not passed, the reconciler compares with
-the stream as it last saw it (in memory); a stream seen for the first time counts every
-tag as moved.
+controller would re-apply at once. Moves are known where they happen (the controller's
+own status write), and annotation changes from the watch; an undo that leaves the
+annotation as it was changes nothing a trigger reacts to.
 
-This module holds the pure rules (parsing, validation, field resolution, the patch);
-`webhook.controller.triggers.TriggerReconciler` is the edge that lists, patches and records
-events.
+This module holds the pure rules (parsing, field resolution, the patch, the reaction to a
+workload event); `webhook.controller.triggers.TriggerReconciler` is the edge that watches,
+reads, patches and records Events.
 """
 
 from __future__ import annotations
@@ -56,7 +49,7 @@ import json
 import re
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from webhook.model import streams
 from webhook.model.streams import ImageStream
@@ -65,7 +58,9 @@ from webhook.model.workloads import POD_SPEC_PATHS, WORKLOADS
 TRIGGERS_ANNOTATION = "image.openshift.io/triggers"
 TRIGGER_KINDS = tuple(k for k, w in WORKLOADS.items() if w.triggers)
 _CONTAINER_LISTS = ("containers", "initContainers")
-_SELECTOR_RE = re.compile(r"(containers|initContainers)\[(.+?)\]\.image")
+# A selector runs up to the first `]`; the dot before `image` is optional (as OpenShift reads it).
+_SELECTOR_RE = re.compile(r"(containers|initContainers)\[([^\]]*)\]\.?image")
+_INDEX_RE = re.compile(r"[+-]?[0-9]+")  # what Go's strconv.Atoi takes
 _BY_NAME_RE = re.compile(r"""\?\(@\.name\s*==\s*(?:"([^"]*)"|'([^']*)')\)""")
 
 StreamLookup = Callable[[str, str], ImageStream | None]
@@ -95,6 +90,11 @@ class Trigger:
     def source_namespace(self, workload_namespace: str) -> str:
         return self.namespace or workload_namespace
 
+    def spelt_out(self, workload_namespace: str) -> Trigger:
+        """The same trigger with the stream's namespace written out: how triggers of one
+        workload compare, whether or not `from.namespace` names its own namespace."""
+        return replace(self, namespace=self.source_namespace(workload_namespace))
+
     def to_json(self) -> dict[str, Any]:
         """The entry as OpenShift writes it (`paused` and `namespace` only when set)."""
         ref: dict[str, Any] = {"kind": streams.IMAGE_STREAM_TAG, "name": self.from_name}
@@ -106,52 +106,136 @@ class Trigger:
         return entry
 
 
-def parse_triggers(text: str | None) -> list[Trigger]:
-    """The annotation's triggers. Raises InvalidTrigger naming the entry and the problem."""
-    if text is None or not text.strip():
-        return []
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """An entry of the annotation that cannot be used, and why; the others still apply."""
+
+    position: int  # its index in the annotation's list
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{TRIGGERS_ANNOTATION}[{self.position}]: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Annotation:
+    """The annotation as read: the usable triggers, in order, and the entries skipped."""
+
+    triggers: tuple[Trigger, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One entry with each field of its JSON type (Go's zero value when absent or null)."""
+
+    kind: str
+    name: str
+    namespace: str
+    api_version: str
+    field_path: str
+    paused: bool
+
+
+def parse_annotation(text: str | None) -> Annotation:
+    """The annotation's triggers, as OpenShift reads it (see the module docstring).
+
+    Raises InvalidTrigger when the whole annotation is unusable; an entry that is only
+    wrong in what it says is skipped (`Annotation.skipped`). `null` and no annotation
+    mean no triggers.
+    """
+    if text is None:
+        return Annotation()
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as err:
         raise InvalidTrigger(f"{TRIGGERS_ANNOTATION} is not valid JSON: {err}") from None
+    if raw is None:
+        return Annotation()
     if not isinstance(raw, list):
         raise InvalidTrigger(f"{TRIGGERS_ANNOTATION} must be a JSON list of triggers")
-    triggers = [_parse_entry(entry, i) for i, entry in enumerate(raw)]
-    seen: dict[str, int] = {}
-    for i, trigger in enumerate(triggers):
-        if trigger.field_path in seen:
+    entries = [_typed_entry(entry, i) for i, entry in enumerate(raw)]
+    # As OpenShift: the same fieldPath twice (two entries without one included) makes it
+    # ambiguous which trigger owns the field, so none applies.
+    first: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        if entry.field_path in first:
+            path = repr(entry.field_path) if entry.field_path else "no fieldPath"
             raise InvalidTrigger(
-                f"triggers {seen[trigger.field_path]} and {i} both set {trigger.field_path};"
-                " duplicate triggers are not allowed"
+                f"{TRIGGERS_ANNOTATION}[{first[entry.field_path]}] and [{i}] both have"
+                f" {path}: duplicate triggers are not allowed"
             )
-        seen[trigger.field_path] = i
-    return triggers
+        first[entry.field_path] = i
+    triggers: list[Trigger] = []
+    skipped: list[Skipped] = []
+    for i, entry in enumerate(entries):
+        try:
+            triggers.append(_trigger(entry))
+        except InvalidTrigger as err:
+            skipped.append(Skipped(i, str(err)))
+    return Annotation(tuple(triggers), tuple(skipped))
 
 
-def _parse_entry(entry: Any, i: int) -> Trigger:
-    where = f"trigger {i}"
+def _typed_entry(raw: Any, i: int) -> _Entry:
+    """The entry's fields; a field of the wrong JSON type makes the whole annotation
+    unusable (Go's json.Unmarshal fails on it). Unknown fields are ignored."""
+    where = f"{TRIGGERS_ANNOTATION}[{i}]"
+    entry = {} if raw is None else raw
     if not isinstance(entry, Mapping):
         raise InvalidTrigger(f"{where} must be an object with from and fieldPath")
     source = entry.get("from")
+    source = {} if source is None else source
     if not isinstance(source, Mapping):
-        raise InvalidTrigger(f"{where}: from is required ({{'kind': 'ImageStreamTag', ...}})")
-    kind = source.get("kind")
-    if kind != streams.IMAGE_STREAM_TAG:
-        raise InvalidTrigger(f"{where}: from.kind must be ImageStreamTag, not {kind!r}")
-    name = source.get("name")
-    stream, _, tag = name.partition(":") if isinstance(name, str) else ("", "", "")
-    if not stream or not tag or ":" in tag or "/" in stream:
-        raise InvalidTrigger(f"{where}: from.name must be STREAM:TAG, not {name!r}")
-    namespace = source.get("namespace") or ""
-    if not isinstance(namespace, str):
-        raise InvalidTrigger(f"{where}: from.namespace must be a string")
-    field_path = entry.get("fieldPath")
-    if not isinstance(field_path, str) or not field_path:
-        raise InvalidTrigger(f"{where}: fieldPath is required")
-    paused = entry.get("paused", False)
-    if not isinstance(paused, bool):
+        raise InvalidTrigger(f"{where}: from must be an object")
+
+    def string(fields: Mapping[str, Any], key: str, label: str) -> str:
+        value = fields.get(key)
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise InvalidTrigger(f"{where}: {label} must be a string")
+        return value
+
+    paused = entry.get("paused")
+    if paused is not None and not isinstance(paused, bool):
         raise InvalidTrigger(f"{where}: paused must be true or false")
-    return Trigger(stream, tag, field_path, namespace, paused)
+    return _Entry(
+        kind=string(source, "kind", "from.kind"),
+        name=string(source, "name", "from.name"),
+        namespace=string(source, "namespace", "from.namespace"),
+        api_version=string(source, "apiVersion", "from.apiVersion"),
+        field_path=string(entry, "fieldPath", "fieldPath"),
+        paused=bool(paused),
+    )
+
+
+def _trigger(entry: _Entry) -> Trigger:
+    """The trigger an entry describes; InvalidTrigger says why it is skipped."""
+    if entry.kind != streams.IMAGE_STREAM_TAG:
+        raise InvalidTrigger(f"from.kind must be ImageStreamTag, not {entry.kind!r}")
+    if entry.api_version:
+        # OpenShift's trigger controller never follows such an entry either.
+        raise InvalidTrigger(f"from.apiVersion must not be set ({entry.api_version!r})")
+    stream, colon, tag = entry.name.partition(":")
+    if not colon or not stream or "/" in stream or ":" in tag:
+        raise InvalidTrigger(
+            f"from.name must be STREAM:TAG (the namespace goes in from.namespace),"
+            f" not {entry.name!r}"
+        )
+    if not entry.field_path:
+        raise InvalidTrigger("fieldPath is required")
+    # `stream:` means the tag latest, as OpenShift reads it.
+    return Trigger(stream, tag or "latest", entry.field_path, entry.namespace, entry.paused)
+
+
+def parse_triggers(text: str | None) -> list[Trigger]:
+    """The annotation's triggers, all of them usable, for editing it (`set triggers`):
+    raises InvalidTrigger naming the first problem, a skipped entry included, so that a
+    rewrite never drops an entry the user wrote."""
+    annotation = parse_annotation(text)
+    if annotation.skipped:
+        raise InvalidTrigger(str(annotation.skipped[0]))
+    return list(annotation.triggers)
 
 
 def triggers_json(triggers: Iterable[Trigger]) -> str:
@@ -186,7 +270,12 @@ def field_path_for(kind: str, container: str, list_name: str = "containers") -> 
 
 
 def resolve_field(obj: Mapping[str, Any], kind: str, field_path: str) -> ContainerField:
-    """The container image that `field_path` names in `obj`. Raises InvalidTrigger."""
+    """The container image that `field_path` names in `obj`. Raises InvalidTrigger.
+
+    As OpenShift reads a path: `containers[N]` or `containers[+N]` by index in the list
+    named; `containers[?(@.name=="NAME")]` by name in either list (names are unique across
+    a pod's containers and init containers), so the field is wherever that container is.
+    """
     prefix = pod_spec_prefix(kind)
     rest = field_path.removeprefix(prefix + ".")
     match = _SELECTOR_RE.fullmatch(rest) if rest != field_path else None
@@ -196,10 +285,8 @@ def resolve_field(obj: Mapping[str, Any], kind: str, field_path: str) -> Contain
             f' {prefix}.containers[?(@.name=="NAME")].image or {prefix}.containers[0].image'
             " (initContainers likewise)"
         )
-    list_name, selector = match[1], match[2]
-    containers = _containers(obj, kind, list_name)
-    index = _select(containers, selector, list_name, field_path)
-    container = containers[index]
+    list_name, index = _select(obj, kind, match[1], match[2], field_path)
+    container = _containers(obj, kind, list_name)[index]
     base = "/" + "/".join(POD_SPEC_PATHS[kind])
     return ContainerField(
         pointer=f"{base}/{list_name}/{index}/image",
@@ -221,27 +308,30 @@ def _containers(obj: Mapping[str, Any], kind: str, list_name: str) -> list[Mappi
 
 
 def _select(
-    containers: Sequence[Mapping[str, Any]], selector: str, list_name: str, field_path: str
-) -> int:
-    if selector.isdigit():
+    obj: Mapping[str, Any], kind: str, list_name: str, selector: str, field_path: str
+) -> tuple[str, int]:
+    """(list, index) of the container `selector` picks."""
+    if _INDEX_RE.fullmatch(selector):
         index = int(selector)
-        if index >= len(containers):
+        count = len(_containers(obj, kind, list_name))
+        if not 0 <= index < count:
             raise InvalidTrigger(
-                f"fieldPath {field_path!r}: there is no {list_name}[{index}]"
-                f" ({len(containers)} {list_name})"
+                f"fieldPath {field_path!r}: there is no {list_name}[{index}] ({count} {list_name})"
             )
-        return index
+        return list_name, index
     by_name = _BY_NAME_RE.fullmatch(selector)
     if by_name is None:
         raise InvalidTrigger(
             f'fieldPath {field_path!r}: select a container by index or ?(@.name=="NAME")'
         )
     name = by_name[1] if by_name[1] is not None else by_name[2]
-    for i, container in enumerate(containers):
-        if container.get("name") == name:
-            return i
-    names = ", ".join(str(c.get("name")) for c in containers) or "none"
-    raise InvalidTrigger(f"fieldPath {field_path!r}: no {list_name} named {name!r} ({names})")
+    # The list the path names first, then the other (OpenShift looks in both).
+    for where in sorted(_CONTAINER_LISTS, key=lambda lst: lst != list_name):
+        for i, container in enumerate(_containers(obj, kind, where)):
+            if container.get("name") == name:
+                return where, i
+    names = ", ".join(container_names(obj, kind)) or "none"
+    raise InvalidTrigger(f"fieldPath {field_path!r}: no container named {name!r} ({names})")
 
 
 def container_names(obj: Mapping[str, Any], kind: str) -> dict[str, str]:
@@ -294,53 +384,115 @@ def plan(
     kind: str,
     lookup: StreamLookup,
     moved: Container[tuple[str, str, str]] | None = None,
+    *,
+    only: Container[Trigger] | None = None,
 ) -> Plan:
     """The patch that sets each unpaused trigger's field to its tag's pinned reference.
 
     `lookup(namespace, name)` gives the streams to consider (None: leave those triggers
-    alone). With `moved`, only triggers whose (namespace, stream, tag) is in it act: the
-    tag-moves-only rule. Problems with single triggers are reported, the others applied.
+    alone; InvalidTrigger: refuse that stream, which is reported). With `moved`, only
+    triggers whose (namespace, stream, tag) is in it act: a tag move. With `only`, only
+    those triggers (spelt out, `Trigger.spelt_out`) act: the new entries of an annotation.
+    A skipped entry or a field that cannot be found is a problem reported for that
+    trigger; the others apply.
     """
     result = Plan()
     try:
-        triggers = parse_triggers(annotations_of(obj).get(TRIGGERS_ANNOTATION))
+        annotation = parse_annotation(annotations_of(obj).get(TRIGGERS_ANNOTATION))
     except InvalidTrigger as err:
         result.problems.append(str(err))
         return result
+    result.problems += [
+        f"{s}; that trigger is skipped, the others apply" for s in annotation.skipped
+    ]
     namespace = str((obj.get("metadata") or {}).get("namespace", ""))
-    for i, trigger in enumerate(triggers):
+    for trigger in annotation.triggers:
         source_ns = trigger.source_namespace(namespace)
+        source = trigger.from_name if source_ns == namespace else f"{source_ns}/{trigger.from_name}"
         if trigger.paused:
             continue
         if moved is not None and (source_ns, trigger.stream, trigger.tag) not in moved:
             continue
-        stream = lookup(source_ns, trigger.stream)
-        pinned = streams.pinned_reference(stream, trigger.tag) if stream is not None else None
-        if pinned is None:
-            continue  # not our stream, or the tag has no image yet
+        if only is not None and trigger.spelt_out(namespace) not in only:
+            continue
         try:
+            stream = lookup(source_ns, trigger.stream)
+            pinned = streams.pinned_reference(stream, trigger.tag) if stream is not None else None
+            if pinned is None:
+                continue  # not our stream, or the tag has no image yet
             target = resolve_field(obj, kind, trigger.field_path)
         except InvalidTrigger as err:
-            result.problems.append(f"trigger {i} ({trigger.from_name}): {err}")
+            result.problems.append(f"trigger from {source}: {err}")
             continue
         if target.image == pinned:
             continue
         result.patch.append({"op": "add", "path": target.pointer, "value": pinned})
-        source = trigger.from_name if source_ns == namespace else f"{source_ns}/{trigger.from_name}"
         result.updates.append(
             FieldUpdate(trigger.field_path, target.container, target.image, pinned, source)
         )
     return result
 
 
-def follows_stream(obj: Mapping[str, Any], namespace: str, name: str) -> bool:
-    """Does any trigger of `obj` name the stream `namespace/name`? (False when invalid.)"""
+# --- the rule: what a workload event changes ------------------------------------------------
+
+# "listed": in the controller's first list; "added": new while it watches; "modified": a
+# later version of a workload it has seen.
+WorkloadEvent = Literal["listed", "added", "modified"]
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """What the controller remembers of one workload's annotation between watch events."""
+
+    triggers: tuple[Trigger, ...] = ()  # the unpaused triggers, namespaces spelt out
+    problems: tuple[str, ...] = ()  # what is wrong with it (reported when it appeared)
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """The answer to one watch event on a workload."""
+
+    remember: Followed | None  # None: nothing to remember (no triggers, no problems)
+    apply: tuple[Trigger, ...] = ()  # apply these now (spelt out)
+    report: bool = False  # the annotation has new problems: read the workload, report them
+
+
+def react(old: Followed | None, text: str | None, namespace: str, event: WorkloadEvent) -> Reaction:
+    """How the controller answers a watch event on a workload in `namespace` whose trigger
+    annotation is now `text`, having remembered `old` of it.
+
+    A new workload ("added") applies all its unpaused triggers, as OpenShift does on
+    create; an edit ("modified") applies the entries that are new or changed (a resumed
+    one included), and nothing when the annotation is as it was: a `kubectl rollout undo`
+    that copies the same annotation back is not reverted. A workload found when the
+    controller starts ("listed") is remembered only: its image may have been rolled back by
+    hand while the controller was away (see `listed_event`). An annotation that became
+    unusable keeps the triggers remembered (as OpenShift's cache does), so fixing it
+    applies only what the fix changed.
+    """
+    if text is None:
+        return Reaction(None)
+    before = old if old is not None and event == "modified" else Followed()
     try:
-        triggers = parse_triggers(annotations_of(obj).get(TRIGGERS_ANNOTATION))
-    except InvalidTrigger:
-        return False
-    own = str((obj.get("metadata") or {}).get("namespace", ""))
-    return any(t.stream == name and t.source_namespace(own) == namespace for t in triggers)
+        annotation = parse_annotation(text)
+    except InvalidTrigger as err:
+        broken = Followed(before.triggers, (str(err),))
+        return Reaction(broken, report=event != "listed" and broken.problems != before.problems)
+    triggers = tuple(t.spelt_out(namespace) for t in annotation.triggers if not t.paused)
+    problems = tuple(str(s) for s in annotation.skipped)
+    remember = Followed(triggers, problems) if triggers or problems else None
+    if event == "listed":
+        return Reaction(remember)
+    apply = tuple(t for t in triggers if t not in before.triggers)
+    return Reaction(remember, apply, report=bool(problems) and problems != before.problems)
+
+
+def listed_event(generation: Any) -> WorkloadEvent:
+    """The event for a workload in the controller's first list. At generation 1 its spec has
+    not changed since it was created, so nothing (a rollback included) could be undone by
+    applying its triggers: it was created while the controller was away (say, installed
+    together with it) and counts as "added". Any other is "listed"."""
+    return "added" if generation == 1 else "listed"
 
 
 def annotations_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
