@@ -185,3 +185,13 @@ def test_annotate_pins_an_existing_deployment(namespace: Namespace, app_image: I
     assert namespace.get("deployment", "web", POD_SPEC) == app_image.pinned
     namespace.kubectl("annotate", "deployment", "web", f"{RESOLVE_NAMES}-")
     assert namespace.get("deployment", "web", POD_SPEC) == app_image.pinned
+
+
+def test_annotate_an_existing_job_is_allowed_unchanged(
+    namespace: Namespace, app_image: Image
+) -> None:
+    """A Job's pod template is immutable: the webhook must not patch it on that update."""
+    namespace.stream("app", {"1.0": app_image}, lookup=False)
+    namespace.kubectl("create", "job", "once", "--image", "app:1.0")
+    namespace.kubectl("annotate", "job", "once", f"{RESOLVE_NAMES}=*")
+    assert namespace.get("job", "once", POD_SPEC) == "app:1.0"

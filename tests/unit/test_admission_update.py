@@ -185,3 +185,14 @@ def test_row_14_ephemeral_containers_are_resolved_on_purpose() -> None:
     assert decoded_patch(admit(body, STREAMS)) == [
         {"op": "replace", "path": "/spec/ephemeralContainers/0/image", "value": PRIVATE}
     ]
+
+
+def test_a_job_keeps_its_images_when_the_annotation_is_turned_on() -> None:
+    """A Job's pod template is immutable: a patch of its images would make the API server
+    reject `kubectl annotate job/NAME resolve-names=*` (OpenShift rewrites no Job update)."""
+    old = workload("Job", spec({"web": "private:1"}), name="once")
+    new = copy.deepcopy(old)
+    new["metadata"]["annotations"] = {RESOLVE_NAMES_ANNOTATION: "*"}
+    assert [i.container for i in images_to_resolve(new, "Job", old)] == []
+    answer = admit(review("Job", new, operation="UPDATE", old=old), STREAMS)
+    assert decoded_patch(answer) == []

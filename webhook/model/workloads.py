@@ -26,6 +26,8 @@ class WorkloadKind:
     short_names: tuple[str, ...] = ()
     triggers: bool = False  # image.openshift.io/triggers applies
     user_verbs: bool = True  # `set image-lookup KIND/NAME`, `set triggers`
+    # The API server rejects any change of the pod template after creation (a Job's).
+    immutable_template: bool = False
 
     @property
     def api_version(self) -> str:
@@ -57,7 +59,7 @@ WORKLOADS: Mapping[str, WorkloadKind] = {
         WorkloadKind("ReplicaSet", "apps", "replicasets", _TEMPLATE, ("rs",)),
         WorkloadKind("StatefulSet", "apps", "statefulsets", _TEMPLATE, ("sts",), triggers=True),
         WorkloadKind("DaemonSet", "apps", "daemonsets", _TEMPLATE, ("ds",), triggers=True),
-        WorkloadKind("Job", "batch", "jobs", _TEMPLATE),
+        WorkloadKind("Job", "batch", "jobs", _TEMPLATE, immutable_template=True),
         WorkloadKind(
             "CronJob",
             "batch",
@@ -173,12 +175,15 @@ def images_to_resolve(obj: Mapping[str, Any], kind: str, old: Any = None) -> Ite
     all; on UPDATE the changed ones, unless the update turned the resolve-names annotation
     on or off (on the object or its pod template; only "*" counts as on, and moving it
     between the two is no change): then all, so that `set image-lookup deploy/NAME` or
-    `kubectl annotate` on an existing workload pins the images it already has."""
-    if isinstance(old, Mapping) and resolve_names_forced(obj, kind) == resolve_names_forced(
-        old, kind
-    ):
-        return changed_images(obj, kind, old)
-    return pod_images(obj, kind)
+    `kubectl annotate` on an existing workload pins the images it already has. Not for a
+    kind whose pod template cannot change: the API server would reject the update that our
+    patch made of `kubectl annotate job/NAME` (OpenShift rewrites no Job update at all)."""
+    if not isinstance(old, Mapping):
+        return pod_images(obj, kind)
+    turned = resolve_names_forced(obj, kind) != resolve_names_forced(old, kind)
+    if turned and not WORKLOADS[kind].immutable_template:
+        return pod_images(obj, kind)
+    return changed_images(obj, kind, old)
 
 
 def resolve_names_forced(obj: Mapping[str, Any], kind: str) -> bool:
