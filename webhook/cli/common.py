@@ -1,12 +1,17 @@
-"""What every verb module of the CLI shares: the error it reports, the cluster flags, the
-type of the verb registry. `main` (the parser, the server verbs) and `verbs` (the oc-style
-user verbs) both import it, so neither has to import the other.
+"""What every verb module of the CLI shares: the error it reports, the cluster flags and the
+connection they make, the `-f` input, the type of the verb registry. `main` (the parser, the
+server verbs) and `verbs` (the oc-style user verbs) both import it, so neither has to import
+the other.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import TypeAlias
+
+from webhook.kube.connect import ClusterConfigError, Connection, connect
 
 
 class CommandError(Exception):
@@ -33,6 +38,38 @@ def cluster_flags() -> argparse.ArgumentParser:
         help="json: one JSON object a line, for log collectors (default text)",
     )
     return flags
+
+
+def connect_cluster(args: argparse.Namespace) -> Connection:
+    """The connection the cluster flags name; a CommandError saying what to do if none."""
+    try:
+        return connect(args.kubeconfig, args.context, args.namespace)
+    except ClusterConfigError as err:
+        raise CommandError(str(err)) from None
+
+
+def add_filename(parser: argparse.ArgumentParser) -> None:
+    """`-f FILE|-`, as kubectl spells it; read with `read_input`."""
+    parser.add_argument(
+        "-f", "--filename", required=True, metavar="FILE", help="manifest file, or - for stdin"
+    )
+
+
+def read_input(filename: str) -> str:
+    """The text of `-f FILE` (`-`: standard input), or a CommandError naming the file."""
+    if filename == "-":
+        return sys.stdin.read()
+    path = Path(filename)
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise CommandError(f"{filename}: no such file (-f takes a file, or - for stdin)") from None
+    except IsADirectoryError:
+        raise CommandError(f"{filename}: is a directory (-f takes one file)") from None
+    except PermissionError:
+        raise CommandError(f"{filename}: permission denied") from None
+    except UnicodeDecodeError as err:
+        raise CommandError(f"{filename}: not UTF-8 text (byte {err.start})") from None
 
 
 Verbs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"

@@ -15,9 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from webhook.cli import verbs as user_verbs
-from webhook.cli.common import CommandError, Verbs, cluster_flags
+from webhook.cli.common import (
+    CommandError,
+    Verbs,
+    add_filename,
+    cluster_flags,
+    connect_cluster,
+    read_input,
+)
 from webhook.controller.triggers import TriggerReconciler
-from webhook.kube.connect import connect
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -259,7 +265,7 @@ def _run_controller(args: argparse.Namespace) -> int:
     from webhook.controller.reconciler import Controller, ControllerOptions
     from webhook.kube.leader import LeaseOptions, run_as_leader
 
-    connection = connect(args.kubeconfig, args.context, args.namespace)
+    connection = connect_cluster(args)
     controller = Controller(
         connection.api_client,
         ControllerOptions(
@@ -371,7 +377,7 @@ def _long_duration(text: str) -> float:
 def _run_certs_sync(args: argparse.Namespace) -> int:
     from webhook.tls.certsync import SyncOptions, run
 
-    connection = connect(args.kubeconfig, args.context, args.namespace)
+    connection = connect_cluster(args)
     secret_ns, _, secret_name = args.secret.rpartition("/")
     options = SyncOptions(
         secret_namespace=secret_ns or connection.namespace,
@@ -397,7 +403,7 @@ def _add_resolve(verbs: Verbs, common: argparse.ArgumentParser) -> None:
         description="Reads multi-document YAML, pins every short name that a stream "
         "resolves, writes the manifests to stdout; other documents are left untouched.",
     )
-    p.add_argument("-f", "--filename", required=True, help="manifest file, or - for stdin")
+    add_filename(p)
     p.add_argument("--streams-file", required=True, help="ImageStreams (file or directory)")
     p.set_defaults(run=_run_resolve)
 
@@ -406,7 +412,7 @@ def _run_resolve(args: argparse.Namespace) -> int:
     from webhook.cli.resolve import resolve_manifests
     from webhook.serving.stream_index import file_index
 
-    text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
+    text = read_input(args.filename)
     namespace = args.namespace or "default"
     result = resolve_manifests(text, file_index(args.streams_file), namespace)
     sys.stdout.write(result.text)
@@ -431,7 +437,7 @@ def _add_policy(verbs: Verbs, common: argparse.ArgumentParser) -> None:
         "else from the cluster; namespace labels from Namespace documents in the policies "
         "file or the manifests, else from the cluster.",
     )
-    c.add_argument("-f", "--filename", required=True, help="manifest file, or - for stdin")
+    add_filename(c)
     c.add_argument("--policies-file", help="ImagePolicies (and Namespaces), file or directory")
     c.add_argument("--streams-file", help="ImageStreams (file or directory)")
     c.set_defaults(run=_run_policy_check)
@@ -440,13 +446,13 @@ def _add_policy(verbs: Verbs, common: argparse.ArgumentParser) -> None:
 def _run_policy_check(args: argparse.Namespace) -> int:
     from webhook.cli.policy_check import run
 
-    text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
+    text = read_input(args.filename)
     result = run(
         text,
         args.namespace,
         args.policies_file,
         args.streams_file,
-        lambda: connect(args.kubeconfig, args.context, args.namespace),
+        lambda: connect_cluster(args),
     )
     for warning in result.warnings:
         print(f"Warning: {warning}", file=sys.stderr)

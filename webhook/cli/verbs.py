@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from webhook.cli import describe
 from webhook.cli import edits as stream_edits
-from webhook.cli.common import CommandError, Verbs
+from webhook.cli.common import CommandError, Verbs, connect_cluster
 from webhook.cli.edits import (
     ISTAG_TYPE,
     STREAM_RESOURCE,
@@ -76,10 +76,7 @@ class Api:
     """The few calls the verbs make, returning plain dicts and raising ApiError."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        try:
-            connection = kube.connect(args.kubeconfig, args.context, args.namespace)
-        except Exception as err:
-            raise CommandError(f"cannot load the cluster configuration: {err}") from None
+        connection = connect_cluster(args)
         self.namespace = connection.namespace
         self.api_client = connection.api_client
         self.custom = kube.custom_objects(connection)

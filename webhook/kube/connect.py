@@ -20,25 +20,66 @@ class Connection:
     namespace: str  # the default namespace: kubeconfig context's, else the pod's, else default
 
 
+class ClusterConfigError(Exception):
+    """No usable cluster configuration; the message says where we looked and what to do."""
+
+
+NO_CONFIGURATION = (
+    "no cluster configuration: no --kubeconfig, $KUBECONFIG is not set, {default} does not"
+    " exist, and this is not a pod (KUBERNETES_SERVICE_HOST is not set); point --kubeconfig"
+    " or $KUBECONFIG at a kubeconfig file"
+)
+
+
 def connect(
     kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None
 ) -> Connection:
-    """An API client from --kubeconfig, $KUBECONFIG, ~/.kube/config, or in-cluster."""
+    """An API client from --kubeconfig, $KUBECONFIG, ~/.kube/config, or in-cluster.
+
+    Raises ClusterConfigError when none of them gives one."""
+    from kubernetes import config
+
+    default_path = os.path.expanduser("~/.kube/config")
+    path = kubeconfig or os.environ.get("KUBECONFIG") or default_path
+    if kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(default_path):
+        if not _any_exists(path):
+            raise ClusterConfigError(f"kubeconfig {path} does not exist")
+        try:
+            return _from_kubeconfig(path, context, namespace)
+        except config.ConfigException as err:
+            raise ClusterConfigError(f"kubeconfig {path}: {err}") from None
+    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        # The client would say "Service host/port is not set", which names neither the
+        # kubeconfig nor what to do.
+        raise ClusterConfigError(NO_CONFIGURATION.format(default=default_path))
+    try:
+        return _in_cluster(namespace)
+    except config.ConfigException as err:
+        raise ClusterConfigError(f"in-cluster configuration: {err}") from None
+
+
+def _from_kubeconfig(path: str, context: str | None, namespace: str | None) -> Connection:
+    from kubernetes import config
+
+    api_client = config.new_client_from_config(config_file=path, context=context)
+    _, active = config.list_kube_config_contexts(config_file=path)
+    if context:
+        contexts, _ = config.list_kube_config_contexts(config_file=path)
+        active = next((c for c in contexts if c["name"] == context), active)
+    default = (active or {}).get("context", {}).get("namespace") or "default"
+    return Connection(api_client=api_client, namespace=namespace or default)
+
+
+def _in_cluster(namespace: str | None) -> Connection:
     from kubernetes import client, config
 
-    path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-    if kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(path):
-        api_client = config.new_client_from_config(config_file=path, context=context)
-        _, active = config.list_kube_config_contexts(config_file=path)
-        if context:
-            contexts, _ = config.list_kube_config_contexts(config_file=path)
-            active = next((c for c in contexts if c["name"] == context), active)
-        default = (active or {}).get("context", {}).get("namespace") or "default"
-    else:
-        config.load_incluster_config()
-        api_client = client.ApiClient()
-        default = _in_cluster_namespace()
-    return Connection(api_client=api_client, namespace=namespace or default)
+    config.load_incluster_config()
+    return Connection(api_client=client.ApiClient(), namespace=namespace or _in_cluster_namespace())
+
+
+def _any_exists(paths: str) -> bool:
+    """Whether any file of a $KUBECONFIG-style list exists."""
+    return any(os.path.exists(p) for p in paths.split(os.pathsep) if p)
 
 
 def custom_objects(connection: Connection) -> Any:
