@@ -201,8 +201,12 @@ def test_missing_tag_fails_then_imports_after_backoff(
         "the NotFound condition",
         lambda: [c.get("reason") for c in conditions(namespace, "late", "1")] == ["NotFound"],
     )
-    events = namespace.kubectl("get", "events", "-o", "json").stdout
-    assert "ImportFailed" in events
+    events = json.loads(namespace.kubectl("get", "events", "-o", "json").stdout)["items"]
+    warnings = [
+        (e["reason"], e["message"]) for e in events if e["involvedObject"]["name"] == "late"
+    ]
+    assert warnings and all(reason == "NotFound" for reason, _ in warnings)  # the condition's
+    assert "import of tag '1' failed" in warnings[0][1]
     digest = push_image(f"{repo}:1", "late", tmp_path)
     wait_for(
         namespace.cluster,

@@ -308,11 +308,11 @@ def test_token_realm_is_guarded_too(registries: Registries, make_client: Any) ->
 # Failures
 
 
-def test_registry_that_is_down_is_an_internal_error(make_client: Any) -> None:
+def test_registry_that_is_down_is_unreachable(make_client: Any) -> None:
     host = f"127.0.0.1:{free_port()}"
     client = make_client(allowed=(host,), insecure=(host,), connect_timeout=2.0)
     result = run_import(client, f"{host}/test/app:v1")
-    assert result.reason == "InternalError"
+    assert result.reason == "Unreachable"
     message = result.condition["message"]  # type: ignore[index]
     assert f"could not reach registry {host}" in message
     assert "refused" in message
@@ -331,7 +331,7 @@ def test_plain_http_needs_insecure(registries: Registries, make_client: Any) -> 
     assert import_tag(tag, namespace="team", stream="s", client=client).succeeded
     # … for that tag only: another tag on the same client is not downgraded.
     result = run_import(client, source)
-    assert result.reason == "InternalError"
+    assert result.reason == "TLSHandshakeFailed"
     message = result.condition["message"]  # type: ignore[index]
     assert "TLS" in message and "importPolicy.insecure" in message
 
@@ -405,7 +405,7 @@ def test_retry_after_on_503_and_the_bounds(
     waits.clear()
     scripted_proxy.canned = [(429, {"Retry-After": "1"})] * 3
     result = run_import(client, source)
-    assert result.reason == "InternalError"
+    assert result.reason == "RateLimited"
     assert waits == [1.0, 1.0]
     assert "429" in result.condition["message"]  # type: ignore[index]
     assert result.retry_after == 1.0
@@ -415,7 +415,7 @@ def test_retry_after_on_503_and_the_bounds(
     scripted_proxy.canned = [(503, {"Retry-After": "3600"})]
     result = run_import(client, source)
     assert waits == []
-    assert result.reason == "InternalError"
+    assert result.reason == "Unavailable"
     assert result.retry_after == 3600.0
     assert "retry after 3600s" in result.condition["message"]  # type: ignore[index]
 

@@ -169,6 +169,10 @@ class HostileRegistry:
             )
         elif mode == "huge-retry-after":
             self._send(req, 429, b"", {"Retry-After": "9" * 5000})
+        elif mode == "rate-limited":
+            self._send(req, 429, b"", {"Retry-After": "7"})
+        elif mode == "hang":  # the connection is taken, then nothing is ever sent
+            self.stopping.wait(LIFETIME)
         else:
             self._send(req, 404, b"")
 

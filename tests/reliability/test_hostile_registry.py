@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from hostile_registry import HostileRegistry
 
+from webhook.controller.importer import import_tag
+from webhook.model.streams import parse_tag_reference
 from webhook.registry.blobs import BlobClient
 from webhook.registry.client import ClientConfig, Repository
 from webhook.registry.errors import RegistryError
@@ -214,3 +216,35 @@ def test_memory_stays_bounded_whatever_the_registry_sends(hostile: HostileRegist
     print(f"\nhostile registry, client peak RSS {report['peak_mib']} MiB: {report['outcomes']}")
     assert report["peak_mib"] < RSS_GOAL_MIB
     assert "MemoryError" not in json.dumps(report["outcomes"])
+
+
+# (mode, the ImportSuccess reason, what the message says)
+REASON_CASES = [
+    ("rate-limited", "RateLimited", "answered HTTP 429"),
+    ("hang", "Timeout", "did not answer in time"),
+    ("drip", "Timeout", "took longer than 1s"),
+    ("drip-token", "Timeout", "took longer than 1s"),
+    ("endless", "InternalError", "larger than 4194304 bytes"),
+    ("endless-error", "NotFound", "answered HTTP 404"),
+]
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason", "message"), REASON_CASES, ids=[c[0] for c in REASON_CASES]
+)
+def test_an_import_names_what_went_wrong(
+    hostile: HostileRegistry, mode: str, reason: str, message: str
+) -> None:
+    """The tag's condition says RateLimited for a registry that throttles and Timeout for one
+    that hangs, not InternalError for both (issue 15, item 10)."""
+    tag = parse_tag_reference(
+        {"name": "t", "from": {"kind": "DockerImage", "name": f"{hostile.host}/{mode}/app:1"}}
+    )
+    with client_for(hostile.host) as client:
+        result = within_bound(
+            lambda: import_tag(tag, namespace="team", stream="app", client=client, generation=1)
+        )
+    assert result.reason == reason
+    assert message in result.condition["message"]
+    if mode == "rate-limited":
+        assert result.retry_after == 7.0  # the controller's backoff waits at least that long

@@ -27,8 +27,13 @@ from webhook.registry.errors import (
     Forbidden,
     InternalError,
     NotFound,
+    RateLimited,
     RegistryError,
+    Timeout,
+    TLSHandshakeFailed,
     Unauthorized,
+    Unavailable,
+    Unreachable,
 )
 from webhook.registry.manifests import (
     DOCKER_MANIFEST,
@@ -293,6 +298,11 @@ def test_unknown_import_mode_falls_back_to_the_default() -> None:
         (AddressRefused("refusing to contact 10.0.0.1:443"), "Forbidden"),
         (InternalError("could not reach registry quay.io: connection refused"), "InternalError"),
         (DigestMismatch("digest sha256:a, not sha256:b"), "InternalError"),
+        (RateLimited("registry quay.io is rate limiting (HTTP 429)", status=429), "RateLimited"),
+        (Unavailable("fetching quay.io/org/app:1.0 failed (HTTP 502)"), "Unavailable"),
+        (Timeout("registry quay.io took longer than 30s to send it"), "Timeout"),
+        (Unreachable("could not reach registry quay.io: connection refused"), "Unreachable"),
+        (TLSHandshakeFailed("could not reach registry quay.io: TLS failed"), "TLSHandshakeFailed"),
     ],
 )
 def test_registry_errors_map_to_condition_reasons(error: RegistryError, reason: str) -> None:

@@ -8,8 +8,11 @@ the registry (through a client that satisfies `ManifestSource`, normally
 - `event`: the status history item `{created, dockerImageReference, image, generation}`, with
   `dockerImageReference` always fully qualified (`docker.io/library/mysql@sha256:…`), or
 - `condition`: `{type: ImportSuccess, status: "False", lastTransitionTime, reason, message,
-  generation}` with reason NotFound, Unauthorized, Forbidden or InternalError (and Conflict
-  for an `ImageStreamImage` prefix that several images match),
+  generation}` with a reason from `REASONS`: OpenShift's NotFound, Unauthorized, Forbidden
+  and InternalError, and where OpenShift says InternalError for what a person must tell
+  apart, RateLimited, Unavailable, Timeout, Unreachable and TLSHandshakeFailed (the
+  registry's failures, `registry.errors`), and Conflict for an `ImageStreamImage` prefix
+  that several images match,
 
 plus what the status item has no field for: the platforms an index contains, the digest the
 tag pointed at in the registry, and a `Retry-After` the registry asked for.
@@ -38,6 +41,7 @@ from typing import Any, Protocol
 from webhook.model import stream_images, streams
 from webhook.model.reference import DEFAULT_TAG, InvalidReference, Reference, parse_normalized
 from webhook.model.streams import LEGACY, PRESERVE_ORIGINAL, TagReference
+from webhook.registry import errors
 from webhook.registry.client import ManifestHead, Repository
 from webhook.registry.credentials import Keyring
 from webhook.registry.errors import RegistryError
@@ -60,6 +64,9 @@ UNAUTHORIZED = "Unauthorized"
 FORBIDDEN = "Forbidden"
 INTERNAL_ERROR = "InternalError"
 CONFLICT = "Conflict"  # OpenShift's answer to an ImageStreamImage prefix that is ambiguous
+# Every reason a failed import is recorded with: a fixed set, so alerts, Event reasons and
+# the metrics' `result` label can rely on it.
+REASONS: tuple[str, ...] = (*errors.REASONS, CONFLICT)
 
 
 class ManifestSource(Protocol):

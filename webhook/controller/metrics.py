@@ -6,7 +6,7 @@ from collections.abc import Callable, Sized
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from webhook.controller.importer import ImportResult
+from webhook.controller.importer import INTERNAL_ERROR, REASONS, ImportResult
 
 _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -16,8 +16,10 @@ class ControllerMetrics:
         self.registry = registry or CollectorRegistry()
         self.imports = Counter(
             "imagestreams_imports",
-            "Tag imports, by registry, result (success, unchanged, or the failure reason)"
-            " and trigger (spec, retry, scheduled).",
+            "Tag imports, by registry, result (success, unchanged, or the failure reason:"
+            " NotFound, Unauthorized, Forbidden, RateLimited, Unavailable, Timeout,"
+            " Unreachable, TLSHandshakeFailed, Conflict, InternalError) and trigger (spec,"
+            " retry, scheduled).",
             ["registry", "result", "trigger"],
             registry=self.registry,
         )
@@ -62,7 +64,7 @@ class ControllerMetrics:
             outcome = "unchanged"
         elif result.succeeded:
             outcome = "success"
-        else:
-            outcome = result.reason or "failed"
+        else:  # a reason outside the fixed set would be a bug: never a new series for it
+            outcome = result.reason if result.reason in REASONS else INTERNAL_ERROR
         self.imports.labels(registry=registry, result=outcome, trigger=trigger).inc()
         self.import_seconds.labels(registry=registry).observe(seconds)

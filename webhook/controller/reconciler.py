@@ -458,7 +458,7 @@ class Controller:
     ) -> None:
         for result in results:
             if result.condition is not None:
-                self._event(after, result.condition)
+                self._event(after, result.tag, result.condition)
         if current_images(before) != current_images(after):
             for listener in self.listeners:
                 try:
@@ -466,16 +466,19 @@ class Controller:
                 except Exception:
                     log.exception("stream listener failed")
 
-    def _event(self, stream: Mapping[str, Any], condition: Mapping[str, Any]) -> None:
-        """A Warning Event on the stream for a failed import (best effort)."""
+    def _event(self, stream: Mapping[str, Any], tag: str, condition: Mapping[str, Any]) -> None:
+        """A Warning Event on the stream for a failed import (best effort), with the
+        condition's reason as its own: `kubectl get events --field-selector
+        reason=RateLimited` finds every throttled import."""
+        reason = str(condition.get("reason"))
         api.record_event(
             self.core,
             stream,
             kind="ImageStream",
             api_version=f"{GROUP}/{VERSION}",
             type_="Warning",
-            reason="ImportFailed",
-            message=f"{condition.get('reason')}: {condition.get('message')}",
+            reason=reason if reason in importer.REASONS else importer.INTERNAL_ERROR,
+            message=f"import of tag {tag!r} failed: {condition.get('message')}",
         )
 
     # -- credentials and permissions -------------------------------------------------------

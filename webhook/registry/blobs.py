@@ -48,6 +48,7 @@ from webhook.registry.client import (
     RegistryClient,
     Repository,
     RequestBody,
+    connection_error,
     connection_problem,
     error_detail,
     manifest_head,
@@ -144,8 +145,10 @@ class VerifiedBlob:
         try:
             chunk = next(self._chunks, b"")
         except requests.RequestException as error:
-            raise InternalError(
-                f"reading blob {self.digest} from {self._where} failed: {connection_problem(error)}"
+            raise connection_error(
+                f"reading blob {self.digest} from {self._where} failed:"
+                f" {connection_problem(error)}",
+                error,
             ) from None
         if not chunk:
             if self.received < self.size:

@@ -57,7 +57,12 @@ from webhook.registry.errors import (
     Forbidden,
     InternalError,
     NotFound,
+    RegistryError,
+    Timeout,
+    TLSHandshakeFailed,
     Unauthorized,
+    Unreachable,
+    for_status,
 )
 from webhook.registry.guard import (
     AddressGuard,
@@ -254,6 +259,20 @@ def connection_problem(error: requests.RequestException) -> str:
     return type(error).__name__
 
 
+def connection_error(message: str, error: requests.RequestException) -> RegistryError:
+    """The typed error for a request that got no answer, `message` already saying why
+    (`connection_problem`): a deadline that passed is a Timeout, a failed TLS handshake is
+    TLSHandshakeFailed (the registry is there; our trust or its certificate is wrong),
+    anything else Unreachable. Too many redirects is an answer, just a bad one."""
+    if isinstance(error, requests.exceptions.Timeout):  # ConnectTimeout and ReadTimeout
+        return Timeout(message)
+    if isinstance(error, requests.exceptions.SSLError):
+        return TLSHandshakeFailed(message)
+    if isinstance(error, requests.exceptions.TooManyRedirects):
+        return InternalError(message)
+    return Unreachable(message)
+
+
 class RegistryClient:
     """A thread-safe client for many registries; keep one per controller and reuse it."""
 
@@ -360,12 +379,12 @@ class RegistryClient:
         except TooLarge:
             raise InternalError(f"{where} is larger than {limit} bytes; not importing") from None
         except TooSlow:
-            raise InternalError(
+            raise Timeout(
                 f"registry {host} took longer than {self.config.read_timeout:.0f}s to send {where}"
             ) from None
         except requests.RequestException as error:
-            raise InternalError(
-                f"reading {where} from registry {host} failed: {connection_problem(error)}"
+            raise connection_error(
+                f"reading {where} from registry {host} failed: {connection_problem(error)}", error
             ) from None
 
     def _raise_for_status(self, response: requests.Response, repo: Repository, ref: str) -> None:
@@ -392,16 +411,15 @@ class RegistryClient:
                 f"access to {where} is denied ({answered}); {self._credential_hint(repo)}",
                 status=status,
             )
-        retry_after = None
         if status in (429, 503):
             retry_after = self.retry_after(response)
             later = f", retry after {retry_after:.0f}s" if retry_after is not None else ""
-            raise InternalError(
+            raise for_status(status)(
                 f"registry {host} is rate limiting or unavailable for {where} ({answered}{later})",
                 status=status,
                 retry_after=retry_after,
             )
-        raise InternalError(f"fetching {where} failed ({answered})", status=status)
+        raise for_status(status)(f"fetching {where} failed ({answered})", status=status)
 
     @staticmethod
     def _credential_hint(repo: Repository) -> str:
@@ -486,14 +504,17 @@ class RegistryClient:
             return response
         assert failure is not None
         if not access.import_pull:
-            raise InternalError(
-                f"{method} to registry {host} for {repo.name} failed: {connection_problem(failure)}"
+            raise connection_error(
+                f"{method} to registry {host} for {repo.name} failed:"
+                f" {connection_problem(failure)}",
+                failure,
             ) from None
         hint = ""
         if isinstance(failure, requests.exceptions.SSLError) and not insecure:
             hint = " (a verified TLS certificate is required unless importPolicy.insecure is set)"
-        raise InternalError(
-            f"could not reach registry {host} for {repo.name}: {connection_problem(failure)}{hint}"
+        raise connection_error(
+            f"could not reach registry {host} for {repo.name}: {connection_problem(failure)}{hint}",
+            failure,
         ) from None
 
     def probed_url(self, repo: Repository, path: str) -> str:
@@ -525,8 +546,9 @@ class RegistryClient:
                     self._challenges[host] = known.get("bearer") or known["basic"]
             return f"{scheme}://{host}{path}"
         assert failure is not None
-        raise InternalError(
-            f"could not reach registry {host} for {repo.name}: {connection_problem(failure)}"
+        raise connection_error(
+            f"could not reach registry {host} for {repo.name}: {connection_problem(failure)}",
+            failure,
         )
 
     def _authorized_send(
@@ -618,9 +640,10 @@ class RegistryClient:
                 "GET", realm, {}, authorization, insecure, _SendOptions(params=params)
             )
         except requests.RequestException as error:
-            raise InternalError(
+            raise connection_error(
                 f"could not reach the token server {realm} of registry {host}:"
-                f" {connection_problem(error)}"
+                f" {connection_problem(error)}",
+                error,
             ) from None
         with response:
             if response.status_code in (401, 403):
@@ -640,9 +663,16 @@ class RegistryClient:
                     status=response.status_code,
                 )
             if response.status_code != 200:
-                raise InternalError(
+                # Throttled or down is said as such; any other answer (a 404 is not "the
+                # image is not found") is the token server's own fault.
+                status = response.status_code
+                failed: type[RegistryError] = InternalError
+                if status == 429 or status >= 500:
+                    failed = for_status(status)
+                raise failed(
                     f"the token server of registry {host} answered HTTP {response.status_code}",
                     status=response.status_code,
+                    retry_after=self.retry_after(response),
                 )
             try:
                 body = json.loads(response.content)
@@ -752,7 +782,7 @@ class RegistryClient:
                 f"registry {host} sent more than {limit} bytes in {what}; not reading it"
             ) from None
         except TooSlow:
-            raise InternalError(
+            raise Timeout(
                 f"registry {host} took longer than {self.config.read_timeout:.0f}s to send {what}"
             ) from None
         response._content = body
