@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from webhook.cli import program
 from webhook.cli import verbs as user_verbs
 from webhook.cli.common import (
     CommandError,
@@ -27,7 +28,8 @@ from webhook.controller.triggers import TriggerReconciler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    executable = program.executable(sys.argv[0])
+    parser = build_parser(program.prog(executable), executable)
     args = parser.parse_args(argv)
     for name in ("kubeconfig", "context", "namespace", "log_format"):
         if not hasattr(args, name):
@@ -62,14 +64,19 @@ def configure_logging(log_format: str, level: int) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(
+    prog: str = program.COMMAND, executable: str = program.COMMAND
+) -> argparse.ArgumentParser:
+    """The whole command line; `prog` is the name usage shows, `executable` the one that
+    completion scripts complete."""
     common = cluster_flags()
     parser = argparse.ArgumentParser(
-        prog="imagestreams",
+        prog=prog,
         description="OpenShift image streams on any Kubernetes cluster.",
         parents=[common],
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    program.add_version(parser)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
     _add_serve(verbs, common)
     _add_certs(verbs)
@@ -78,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_policy(verbs, common)
     user_verbs.add_verbs(verbs, common)
     _add_controller(verbs, common)
+    program.add_completion(verbs, build_parser, executable)
     return parser
 
 
