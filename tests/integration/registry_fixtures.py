@@ -71,14 +71,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_http(url: str, process: subprocess.Popen[bytes] | None, log: Path | None) -> None:
+def wait_for_http(
+    url: str,
+    process: subprocess.Popen[bytes] | None,
+    log: Path | None,
+    verify: bool | str = True,
+) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             output = log.read_text(errors="replace")[-3000:] if log else ""
             raise RuntimeError(f"{url}: process exited with {process.returncode}:\n{output}")
         try:
-            requests.get(url, timeout=1)
+            requests.get(url, timeout=1, verify=verify)
             return
         except requests.RequestException:
             time.sleep(0.1)
@@ -87,17 +92,19 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes] | None, log: Path |
 
 @dataclass
 class RegistryServer:
-    """A running distribution registry: `host` is `127.0.0.1:PORT`, plain HTTP."""
+    """A running distribution registry: `host` is `127.0.0.1:PORT`, plain HTTP unless
+    started with a certificate."""
 
     name: str
     host: str
     process: subprocess.Popen[bytes]
     log: Path
     config: Path
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{self.scheme}://{self.host}"
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -110,8 +117,15 @@ class RegistryServer:
 
 
 def start_registry(
-    workdir: Path, storage: Path, name: str, auth: dict[str, Any] | None = None
+    workdir: Path,
+    storage: Path,
+    name: str,
+    auth: dict[str, Any] | None = None,
+    *,
+    tls: tuple[Path, Path, Path] | None = None,
 ) -> RegistryServer:
+    """A registry serving `storage`; `tls` is (certificate, key, CA that signed them): it
+    then serves HTTPS with that certificate."""
     port = free_port()
     config: dict[str, Any] = {
         "version": 0.1,
@@ -125,6 +139,8 @@ def start_registry(
     }
     if auth:
         config["auth"] = auth
+    if tls:
+        config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
     config_path = workdir / f"{name}.yml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = workdir / f"{name}.log"
@@ -135,9 +151,10 @@ def start_registry(
             stderr=subprocess.STDOUT,
             env={**os.environ, "OTEL_TRACES_EXPORTER": "none"},
         )
-    server = RegistryServer(name, f"127.0.0.1:{port}", process, log_path, config_path)
+    scheme = "https" if tls else "http"
+    server = RegistryServer(name, f"127.0.0.1:{port}", process, log_path, config_path, scheme)
     try:
-        wait_for_http(f"{server.url}/v2/", process, log_path)
+        wait_for_http(f"{server.url}/v2/", process, log_path, str(tls[2]) if tls else True)
     except RuntimeError:
         server.stop()
         raise

@@ -62,6 +62,20 @@ SCENARIOS: dict[str, Doc] = {
         "webhook": {"replicas": 3, "podDisruptionBudget": {"minAvailable": 2}},
         "controller": {"allowRegistries": ["registry.local:5000"], "insecureRegistries": ["x:1"]},
     },
+    # Private registries: CAs of their own, behind a proxy.
+    "registry-trust": {
+        "controller": {
+            "registryCAs": [
+                {"configMap": "corp-ca", "key": "ca.crt"},
+                {"secret": "harbor-ca", "key": "ca.crt"},
+            ],
+            "proxy": {
+                "https": "http://proxy.corp:3128",
+                "http": "http://proxy.corp:3128",
+                "noProxy": [".corp.example", "10.0.0.0/8"],
+            },
+        }
+    },
     # Reference policy Local: the chart's own registry (certs-sync issues its certificate) ...
     "local-registry": {"localRegistry": {"enabled": True}},
     # ... with cert-manager, a name of its own for the nodes, and network policies ...
@@ -624,6 +638,38 @@ def test_controller_deployment(defaults: list[Doc]) -> None:
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
 
 
+def test_registry_cas_and_proxies(rendered: dict[str, list[Doc]], defaults: list[Doc]) -> None:
+    deployment = find(rendered["registry-trust"], "Deployment", f"{FULLNAME}-controller")
+    args = args_of(deployment)
+    files = [a.split("=", 1)[1] for a in args if a.startswith("--registry-ca-file=")]
+    assert files == [
+        "/var/run/imagestreams/registry-ca/0-ca.crt",
+        "/var/run/imagestreams/registry-ca/1-ca.crt",
+    ]
+    assert flag(args, "--https-proxy") == "http://proxy.corp:3128"
+    assert flag(args, "--http-proxy") == "http://proxy.corp:3128"
+    assert flag(args, "--no-proxy") == ".corp.example,10.0.0.0/8"
+    spec = pod_spec(deployment)
+    mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "registry-ca")
+    assert mount == {
+        "name": "registry-ca",
+        "mountPath": "/var/run/imagestreams/registry-ca",
+        "readOnly": True,
+    }
+    volume = next(v for v in spec["volumes"] if v["name"] == "registry-ca")
+    assert volume["projected"]["sources"] == [
+        {"configMap": {"name": "corp-ca", "items": [{"key": "ca.crt", "path": "0-ca.crt"}]}},
+        {"secret": {"name": "harbor-ca", "items": [{"key": "ca.crt", "path": "1-ca.crt"}]}},
+    ]
+    # Flags, not variables: the Kubernetes client would take HTTPS_PROXY for the API server.
+    names = {e["name"].lower() for e in spec["containers"][0].get("env", [])}
+    assert not names & {"https_proxy", "http_proxy", "no_proxy"}
+    default_args = controller_args(defaults)
+    assert not [a for a in default_args if "proxy" in a or "registry-ca" in a]
+    default_spec = pod_spec(find(defaults, "Deployment", f"{FULLNAME}-controller"))
+    assert "registry-ca" not in {v["name"] for v in default_spec["volumes"]}
+
+
 def test_pull_secrets_can_be_limited_to_namespaces(rendered: dict[str, list[Doc]]) -> None:
     docs = rendered["pull-secret-namespaces"]
     bindings = [d for d in docs if d["metadata"]["name"] == f"{FULLNAME}-controller-pull-secrets"]
@@ -1068,6 +1114,11 @@ def test_local_registry_needs_the_controller(tmp_path: Path) -> None:
         ({"controller": {"triggers": {"admissionPolicy": 1}}},
          "at '/controller/triggers/admissionPolicy'"),
         ({"controller": {"triggers": {"enable": False}}}, "additional properties 'enable'"),
+        ({"controller": {"registryCAs": [{"configMap": "a", "secret": "b", "key": "ca.crt"}]}},
+         "/controller/registryCAs/0"),
+        ({"controller": {"registryCAs": [{"configMap": "a"}]}}, "/controller/registryCAs/0"),
+        ({"controller": {"proxy": {"https": "proxy.corp:3128"}}}, "/controller/proxy/https"),
+        ({"controller": {"proxy": {"noProxy": "a,b"}}}, "/controller/proxy/noProxy"),
     ],
 )  # fmt: skip
 def test_bad_values_are_rejected_with_their_path(values: Doc, message: str, tmp_path: Path) -> None:

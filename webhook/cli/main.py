@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -216,6 +217,34 @@ def _add_controller(verbs: Verbs, common: argparse.ArgumentParser) -> None:
         help="registry that may be reached over HTTP or unverified TLS for every stream",
     )
     p.add_argument(
+        "--registry-ca-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="PEM file of CA certificates trusted for registry TLS besides the default roots"
+        " (repeatable; a file may hold a bundle)",
+    )
+    # The conventional variables are the defaults, read here and only here: the registry
+    # client itself never takes proxies from its environment.
+    p.add_argument(
+        "--https-proxy",
+        default=os.environ.get("HTTPS_PROXY", os.environ.get("https_proxy", "")),
+        metavar="URL",
+        help="proxy for https:// registries (default: $HTTPS_PROXY)",
+    )
+    p.add_argument(
+        "--http-proxy",
+        default=os.environ.get("HTTP_PROXY", os.environ.get("http_proxy", "")),
+        metavar="URL",
+        help="proxy for http:// registries (default: $HTTP_PROXY)",
+    )
+    p.add_argument(
+        "--no-proxy",
+        default=os.environ.get("NO_PROXY", os.environ.get("no_proxy", "")),
+        metavar="LIST",
+        help="hosts, domains, IPs and CIDRs reached directly (default: $NO_PROXY)",
+    )
+    p.add_argument(
         "--global-pull-secret", metavar="NAMESPACE/NAME", help="pull secret for every stream"
     )
     p.add_argument(
@@ -272,7 +301,9 @@ def _run_controller(args: argparse.Namespace) -> int:
 
     from webhook.controller.reconciler import Controller, ControllerOptions
     from webhook.kube.leader import LeaseOptions, run_as_leader
+    from webhook.registry.proxies import ProxyConfig
 
+    proxies = ProxyConfig.from_settings(args.https_proxy, args.http_proxy, args.no_proxy)
     connection = connect_cluster(args)
     controller = Controller(
         connection.api_client,
@@ -283,6 +314,8 @@ def _run_controller(args: argparse.Namespace) -> int:
             imports_per_registry_per_minute=args.registry_import_rate,
             allowed_registries=tuple(args.allow_registry),
             insecure_registries=tuple(args.insecure_registry),
+            registry_ca_files=tuple(args.registry_ca_file),
+            proxies=proxies,
             global_pull_secret=args.global_pull_secret,
             local_registry=args.local_registry,
             local_registry_endpoint=args.local_registry_endpoint,

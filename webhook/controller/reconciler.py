@@ -56,6 +56,7 @@ from webhook.model.reference import InvalidReference, parse_normalized
 from webhook.model.streams import ImageStream, ObjectReference, TagReference
 from webhook.registry.client import ClientConfig, RegistryClient
 from webhook.registry.credentials import DOCKERCFG_TYPE, DOCKERCONFIGJSON_TYPE, Credential, Keyring
+from webhook.registry.proxies import ProxyConfig
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class ControllerOptions:
     imports_per_registry_per_minute: float = 60.0
     allowed_registries: tuple[str, ...] = ()
     insecure_registries: tuple[str, ...] = ()
+    registry_ca_files: tuple[str, ...] = ()  # private CAs, trusted besides the default roots
+    proxies: ProxyConfig | None = None
     global_pull_secret: str | None = None  # "namespace/name"
     max_backoff: float = MAX_BACKOFF
     secret_cache_seconds: float = 30.0
@@ -155,13 +158,13 @@ class Controller:
         self.core = api.core(api_client)
         self.auth = api.authorization(api_client)
         self.status = api.StreamStatus(self.custom)
-        self.registry = registry or RegistryClient(
-            ClientConfig(
-                allowed_registries=options.allowed_registries,
-                insecure_registries=options.insecure_registries,
-            ),
-            on_response=self._count_response,
+        source_config = ClientConfig(
+            allowed_registries=options.allowed_registries,
+            insecure_registries=options.insecure_registries,
+            ca_files=options.registry_ca_files,
+            proxies=options.proxies,
         )
+        self.registry = registry or RegistryClient(source_config, on_response=self._count_response)
         self.clock = clock
         self.metrics = ControllerMetrics()
         self.queue: WorkQueue[Key] = WorkQueue(clock)
@@ -187,10 +190,7 @@ class Controller:
             )
             mirrorer = Mirrorer.create(
                 local,
-                ClientConfig(
-                    allowed_registries=options.allowed_registries,
-                    insecure_registries=options.insecure_registries,
-                ),
+                source_config,
                 ca_bundle=options.local_registry_ca,
                 on_response=self._count_response,
             )

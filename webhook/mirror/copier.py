@@ -181,13 +181,14 @@ class Mirrorer:
         **options: Any,
     ) -> Mirrorer:
         """A mirrorer with its own clients: the source one configured as the importer's,
-        the target one trusting `ca_bundle` and allowed past the address guard (the local
+        the target one also trusting `ca_bundle` and allowed past the address guard (the local
         registry is operator configuration, not user input), with `allowed` for other hosts
-        it sends us to (a token service on another address)."""
+        it sends us to (a token service on another address); it is reached directly, never
+        through the source's proxies (it is in or next to the cluster)."""
         target_config = ClientConfig(
             allowed_registries=(local.push_host, *allowed),
             insecure_registries=(local.push_host,) if local.insecure else (),
-            ca_bundle=ca_bundle,
+            ca_files=(*source_config.ca_files, *([ca_bundle] if ca_bundle else [])),
             user_agent=source_config.user_agent,
         )
         return cls(

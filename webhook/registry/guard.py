@@ -7,15 +7,24 @@ redirects) where the socket is opened, on the addresses actually dialled, so DNS
 between a check and the connect does not get around it: `guarded_adapter` is the `requests`
 adapter that does this, `AddressGuard` the rule. Its connections also bound the time a
 response's headers may take as a whole (the read timeout), not only each read.
+
+Through a proxy (`proxies`), the socket goes to the proxy, which must be one the operator
+configured; the registry behind it is still judged: a CONNECT tunnel is opened to the address
+the guard approved, not to the name (so the proxy's own resolver cannot be steered
+elsewhere), and TLS still verifies the name. A plain-HTTP request through a proxy names the
+host in its request line, so that host is checked before the request is sent.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable
+import ssl
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -26,6 +35,7 @@ from urllib3.util import connection as urllib3_connection
 from webhook.registry.bodies import Watchdog, shut_down
 from webhook.registry.credentials import canonical_registry
 from webhook.registry.errors import AddressRefused
+from webhook.registry.proxies import ProxyConfig, proxy_address, redacted
 
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
 
@@ -118,9 +128,17 @@ def system_resolver(host: str, port: int) -> list[str]:
 class AddressGuard:
     """Resolves a host and refuses non-global addresses unless the operator allowed it."""
 
-    def __init__(self, allowed: Iterable[str] = (), resolver: Resolver = system_resolver) -> None:
+    def __init__(
+        self,
+        allowed: Iterable[str] = (),
+        resolver: Resolver = system_resolver,
+        proxies: Iterable[str] = (),
+    ) -> None:
         self.allowed = tuple(allowed)
         self._resolver = resolver
+        # (host, port) of the configured proxies: dialled without the check (the operator
+        # chose them; they are usually internal), and nothing else is dialled as a proxy.
+        self.proxies = frozenset(proxy_address(url) for url in proxies)
 
     def check(self, host: str, port: int) -> list[str]:
         """The addresses to dial for `host:port`; raises AddressRefused if any is internal.
@@ -143,15 +161,37 @@ class AddressGuard:
                 )
         return addresses
 
+    def tunnel_target(self, host: str, port: int) -> str:
+        """Where a CONNECT through a proxy goes for `host:port`: an allowed registry by its
+        name (the operator vouched for it, and the proxy may be the only one that can
+        resolve it), anything else by the first address `check` approved."""
+        host = host.strip("[]").rstrip(".")
+        if host_in(host, self.allowed, port):
+            return host
+        return self.check(host, port)[0].split("%", 1)[0]
+
+    def check_proxy(self, host: str, port: int | None, proxy: object) -> None:
+        """Refuses a proxy connection that is not to one of the configured proxies."""
+        if (host.strip("[]").lower(), port) not in self.proxies:
+            raise AddressRefused(
+                f"refusing to use {redacted(str(proxy))} as a proxy: it is not one the"
+                " operator configured"
+            )
+
 
 # ---------------------------------------------------------------------------------------------
 # The HTTP edge: guarded connections
 
 
 def _guarded_socket(conn: HTTPConnection, guard: AddressGuard) -> socket.socket:
-    """urllib3's `_new_conn`, dialling only the addresses the guard approved."""
+    """urllib3's `_new_conn`, dialling only the addresses the guard approved (or one of the
+    configured proxies, whose target is checked in `_tunnel` or `send`)."""
     try:
-        addresses = guard.check(conn.host, conn.port)
+        if conn.proxy is not None:
+            guard.check_proxy(conn.host, conn.port, conn.proxy)
+            addresses = system_resolver(conn.host, conn.port or 80)
+        else:
+            addresses = guard.check(conn.host, conn.port)
     except socket.gaierror as error:
         raise NameResolutionError(conn.host, conn, error) from error
     failure: Exception | None = None
@@ -196,7 +236,14 @@ def _headers_in_time(conn: HTTPConnection, get: Callable[[], HTTPResponse]) -> H
     return response
 
 
-def guarded_adapter(guard: AddressGuard) -> HTTPAdapter:
+def guarded_adapter(
+    guard: AddressGuard,
+    proxies: ProxyConfig | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> HTTPAdapter:
+    """The `requests` adapter whose every connection the guard approves; `ssl_context`, when
+    given, is what verified TLS trusts (`trust_context`); `proxies` are the operator's."""
+
     # Classes per adapter: urllib3 builds connections from a class, and the only per-pool
     # hook that does not disturb its pool keys is the class itself.
     # `reading_socket`: the socket as connected (TLS-wrapped), kept past close() for
@@ -214,6 +261,17 @@ def guarded_adapter(guard: AddressGuard) -> HTTPAdapter:
         def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3's
             return _headers_in_time(self, super().getresponse)
 
+        def _tunnel(self) -> None:
+            # CONNECT to the approved address; the name comes back for TLS (SNI and the
+            # certificate check) and the Host header, which read _tunnel_host afterwards.
+            name = self._tunnel_host
+            assert name is not None and self._tunnel_port is not None
+            self._tunnel_host = guard.tunnel_target(name, self._tunnel_port)
+            try:
+                super()._tunnel()  # http.client's, as urllib3 calls it
+            finally:
+                self._tunnel_host = name
+
     class GuardedHTTPSConnection(GuardedHTTPConnection, HTTPSConnection):
         pass  # the methods above, over HTTPSConnection's (TLS): it comes next in the MRO
 
@@ -223,12 +281,74 @@ def guarded_adapter(guard: AddressGuard) -> HTTPAdapter:
     class GuardedHTTPSPool(HTTPSConnectionPool):
         ConnectionCls = GuardedHTTPSConnection
 
+    pools = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+
     class GuardedAdapter(HTTPAdapter):
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
             super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {
-                "http": GuardedHTTPPool,
-                "https": GuardedHTTPSPool,
-            }
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+            manager.pool_classes_by_scheme = pools
+            return manager
+
+        def build_connection_pool_key_attributes(
+            self, request: PreparedRequest, verify: bool | str, cert: Any = None
+        ) -> Any:
+            host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+                request, verify, cert
+            )
+            # Only for verified TLS: urllib3 sets the verify mode on the context it is
+            # given, so an unverified pool must never share this one (requests does the
+            # same with its own default context).
+            if verify is True and ssl_context is not None:
+                pool_kwargs["ssl_context"] = ssl_context
+            return host_params, pool_kwargs
+
+        def send(
+            self,
+            request: PreparedRequest,
+            stream: bool = False,
+            timeout: Any = None,
+            verify: bool | str = True,
+            cert: Any = None,
+            proxies: Mapping[str, str] | None = None,
+        ) -> Response:
+            url = request.url or ""
+            chosen = proxies_for(url)
+            if chosen and url.startswith("http://"):
+                # Forwarded, not tunnelled: the proxy connects to the name in the request
+                # line, so judge that name now (it cannot be pinned to an address here).
+                parts = urllib.parse.urlsplit(url)
+                guard.check(parts.hostname or "", parts.port or 80)
+            return super().send(request, stream, timeout, verify, cert, chosen)
+
+    def proxies_for(url: str) -> dict[str, str]:
+        # Never the proxies of the call (or of the environment): only the configured ones.
+        proxy = proxies.proxy_for(url) if proxies is not None else None
+        return {url.split("://", 1)[0]: proxy} if proxy else {}
 
     return GuardedAdapter(max_retries=0)
+
+
+def trust_context(ca_files: Iterable[str]) -> ssl.SSLContext | None:
+    """The TLS trust of verified connections: the roots requests trusts by default (certifi's
+    bundle) plus every CA certificate in `ca_files`; None when there are none to add (then
+    requests' own default context is used). Raises ValueError for a file that holds none."""
+    files = tuple(ca_files)
+    if not files:
+        return None
+    from requests.utils import DEFAULT_CA_BUNDLE_PATH
+    from urllib3.util.ssl_ import create_urllib3_context
+
+    context = create_urllib3_context()
+    context.load_verify_locations(DEFAULT_CA_BUNDLE_PATH)
+    for path in files:
+        try:
+            context.load_verify_locations(cafile=path)
+        except FileNotFoundError:
+            raise ValueError(f"registry CA file {path}: no such file") from None
+        except ssl.SSLError:
+            raise ValueError(f"registry CA file {path}: no PEM certificate in it") from None
+    return context
