@@ -18,12 +18,18 @@ their descriptor's size) do not come here.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
+import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 
 import requests
+
+log = logging.getLogger(__name__)
 
 READ_CHUNK = 65536
 
@@ -39,7 +45,10 @@ class TooSlow(Exception):
 class Watchdog:
     """Calls `abort` once `seconds` have passed, unless the block has ended by then.
 
-    `with Watchdog(30, abort) as dog: …` then `dog.fired` tells whether it did.
+    `with Watchdog(30, abort) as dog: …` then `dog.fired` tells whether it did. Every
+    watchdog is kept by one shared thread (`_Deadlines`), not a timer thread of its own: a
+    registry request arms two of them (its headers, its body), and starting a thread for
+    each cost more CPU than the request itself.
     """
 
     def __init__(self, seconds: float, abort: Callable[[], None]) -> None:
@@ -47,10 +56,13 @@ class Watchdog:
         self._abort = abort
         self._lock = threading.Lock()
         self._done = False
-        self._timer = threading.Timer(max(0.0, seconds), self._fire)
-        self._timer.daemon = True
+        self._seconds = max(0.0, seconds)
 
-    def _fire(self) -> None:
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def fire(self) -> None:
         # Under the lock: once the block has ended, `abort` never runs (the socket it shuts
         # down may by then be back in the pool, serving another request).
         with self._lock:
@@ -60,7 +72,7 @@ class Watchdog:
             self._abort()
 
     def __enter__(self) -> Watchdog:
-        self._timer.start()
+        _DEADLINES.arm(time.monotonic() + self._seconds, self)
         return self
 
     def __exit__(
@@ -71,7 +83,72 @@ class Watchdog:
     ) -> None:
         with self._lock:
             self._done = True
-        self._timer.cancel()
+        _DEADLINES.ended()
+
+
+class _Deadlines:
+    """The one thread that fires every armed Watchdog whose time has come.
+
+    A heap of (deadline, sequence, watchdog); a watchdog whose block ended stays in the heap
+    until it surfaces (or until the ended ones outnumber the live ones, when the heap is
+    rebuilt without them), so ending a block costs no search. The thread starts with the
+    first watchdog and waits on a condition until the earliest deadline.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, Watchdog]] = []
+        self._sequence = itertools.count()
+        self._ended = 0  # watchdogs in the heap whose block has ended
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float, dog: Watchdog) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, next(self._sequence), dog))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="registry-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][2] is dog:
+                self._cond.notify()  # earlier than what the thread is waiting for
+
+    def ended(self) -> None:
+        with self._cond:
+            self._ended += 1
+            if self._ended > _COMPACT_AT and self._ended * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].done]
+                heapq.heapify(self._heap)
+                self._ended = 0
+
+    def _due(self) -> list[Watchdog]:
+        """Pop what is due (waiting until something is); under the condition's lock."""
+        while True:
+            now = time.monotonic()
+            due: list[Watchdog] = []
+            while self._heap and (self._heap[0][0] <= now or self._heap[0][2].done):
+                dog = heapq.heappop(self._heap)[2]
+                if dog.done:
+                    self._ended = max(0, self._ended - 1)
+                else:
+                    due.append(dog)
+            if due:
+                return due
+            self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                due = self._due()
+            for dog in due:  # outside the lock: an abort may take a moment
+                try:
+                    dog.fire()
+                except Exception:  # one failed abort must not stop every other deadline
+                    log.exception("aborting a registry read failed")
+
+
+_COMPACT_AT = 1024
+_DEADLINES = _Deadlines()
 
 
 def shut_down(sock: socket.socket | None) -> None:
