@@ -133,17 +133,17 @@ def build_app(options: ServeOptions) -> Any:
     from webhook.kube.policy_cache import PolicyIndex, StreamImages
     from webhook.kube.watch import StreamWatcher, Tee
     from webhook.serving.app import AppConfig, create_app
-    from webhook.serving.stream_index import StreamIndex, load_streams
+    from webhook.serving.stream_index import StreamIndex, iter_streams
 
     index = StreamIndex()
     images = StreamImages()
     policy = PolicyIndex(index, images)
     connection = None
     if options.streams_file:
-        Tee(index, images).replace_all(load_streams(options.streams_file))
+        Tee(index, images).replace_all(iter_streams(options.streams_file))
     else:
         connection = connect(options.kubeconfig, options.context)
-        sinks = Tee(Yielding(index), Yielding(images))
+        sinks = Yielding(Tee(index, images))
         StreamWatcher(sinks, custom_objects(connection)).start()
     if not options.policies:
         _wait_loaded([index], options.index_wait)

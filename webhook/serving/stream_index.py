@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from webhook.kube.files import load_documents_of_kinds
+from webhook.kube.files import iter_documents_of_kinds, load_documents_of_kinds
 from webhook.model.streams import (
     InvalidImageStream,
     StreamEntry,
@@ -61,14 +61,31 @@ class StreamIndex:
 
     def replace_all(self, objs: Iterable[Mapping[str, Any]]) -> None:
         """Swap in a complete new content (after a list), then mark the index ready."""
-        fresh = {}
+        loading = self.loader()
         for obj in objs:
-            entry = _entry_or_none(obj)
-            if entry is not None:
-                fresh[_key(obj)] = entry
-        with self._write:
-            self._entries = fresh
-        self._ready.set()
+            loading.add(obj)
+        loading.commit()
+
+    def loader(self) -> _Loading:
+        """A new content built one object at a time (objs need not be held all at once)."""
+        return _Loading(self)
+
+
+class _Loading:
+    def __init__(self, index: StreamIndex) -> None:
+        self._index = index
+        self._fresh: dict[tuple[str, str], StreamEntry] = {}
+
+    def add(self, obj: Mapping[str, Any]) -> None:
+        entry = _entry_or_none(obj)
+        if entry is not None:
+            self._fresh[_key(obj)] = entry
+
+    def commit(self) -> None:
+        index = self._index
+        with index._write:
+            index._entries = self._fresh
+        index._ready.set()
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
@@ -100,7 +117,12 @@ def load_streams(path: str | Path) -> list[dict[str, Any]]:
     return load_documents_of_kinds(path, {"ImageStream"}, "streams file")
 
 
+def iter_streams(path: str | Path) -> Iterator[dict[str, Any]]:
+    """load_streams, one stream at a time (what `serve --streams-file` indexes)."""
+    return iter_documents_of_kinds(path, {"ImageStream"}, "streams file")
+
+
 def file_index(path: str | Path) -> StreamIndex:
     index = StreamIndex()
-    index.replace_all(load_streams(path))
+    index.replace_all(iter_streams(path))
     return index
