@@ -55,6 +55,11 @@ def add_filename(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def source_name(filename: str) -> str:
+    """How messages name the `-f` input."""
+    return "<stdin>" if filename == "-" else filename
+
+
 def read_input(filename: str) -> str:
     """The text of `-f FILE` (`-`: standard input), or a CommandError naming the file."""
     if filename == "-":

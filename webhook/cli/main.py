@@ -24,6 +24,7 @@ from webhook.cli.common import (
     cluster_flags,
     connect_cluster,
     read_input,
+    source_name,
 )
 from webhook.controller.triggers import TriggerReconciler
 
@@ -443,19 +444,35 @@ def _add_resolve(verbs: Verbs, common: argparse.ArgumentParser) -> None:
         help="resolve short image names in manifests offline (for CI and GitOps)",
         description="Reads multi-document YAML, pins every short name that a stream "
         "resolves, writes the manifests to stdout; other documents are left untouched.",
+        epilog="Exit status: 0 the manifests were written; 1 an error (a file that cannot be "
+        "read, a document that is not YAML: the message names the file, line and document); "
+        "2 a usage error; 3 with --strict, an image that should be pinned is not (each is "
+        "named, with its file line, and nothing is written).",
     )
     add_filename(p)
     p.add_argument("--streams-file", required=True, help="ImageStreams (file or directory)")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 3, nothing written) when a short name cannot be pinned: no stream "
+        "in its namespace resolves it, or its tag has no image yet",
+    )
     p.set_defaults(run=_run_resolve)
 
 
 def _run_resolve(args: argparse.Namespace) -> int:
-    from webhook.cli.resolve import resolve_manifests
+    from webhook.cli.resolve import EXIT_UNPINNED, resolve_manifests
     from webhook.serving.stream_index import file_index
 
     text = read_input(args.filename)
     namespace = args.namespace or "default"
-    result = resolve_manifests(text, file_index(args.streams_file), namespace)
+    streams = file_index(args.streams_file)
+    result = resolve_manifests(text, streams, namespace, source_name(args.filename))
+    if args.strict and result.unpinned:
+        for unpinned in result.unpinned:
+            print(f"error: {unpinned}", file=sys.stderr)
+        print(f"error: {len(result.unpinned)} image(s) not pinned (--strict)", file=sys.stderr)
+        return EXIT_UNPINNED
     sys.stdout.write(result.text)
     for warning in result.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
@@ -494,6 +511,7 @@ def _run_policy_check(args: argparse.Namespace) -> int:
         args.policies_file,
         args.streams_file,
         lambda: connect_cluster(args),
+        source_name(args.filename),
     )
     for warning in result.warnings:
         print(f"Warning: {warning}", file=sys.stderr)

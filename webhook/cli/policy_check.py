@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonpatch
-import yaml
 
-from webhook.cli.resolve import split_documents
+from webhook.cli.manifests import documents
 from webhook.kube import api, errors
 from webhook.kube.connect import GROUP, PLURAL, VERSION
 from webhook.kube.policy_cache import PolicyStreamView, StreamImages, load_policy_documents
@@ -54,13 +53,12 @@ class CheckResult:
         return "\n".join(lines) + "\n"
 
 
-def parse_manifests(text: str) -> list[dict[str, Any]]:
+def parse_manifests(text: str, source: str = "<stdin>") -> list[dict[str, Any]]:
+    """The objects of `text` (a List's items too). Raises manifests.ManifestError naming
+    `source`, the document and the line of what is not YAML."""
     docs: list[dict[str, Any]] = []
-    for piece in split_documents(text):
-        try:
-            doc = yaml.safe_load(piece)
-        except yaml.YAMLError as err:
-            raise ValueError(f"not valid YAML: {err}") from err
+    for document in documents(text, source):
+        doc = document.obj
         items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
         docs.extend(d for d in items or [] if isinstance(d, dict))
     return docs
@@ -135,12 +133,13 @@ def run(
     policies_file: str | None,
     streams_file: str | None,
     connect: Callable[[], Any],
+    source: str = "<stdin>",
 ) -> CheckResult:
     """Gather policies, streams and labels (files first, cluster otherwise) and check.
 
     `connect()` returns a kube.Connection; it is only called when the cluster is needed.
     """
-    docs = parse_manifests(manifests_text)
+    docs = parse_manifests(manifests_text, source)
     # Offline when both files are given; otherwise the cluster also lends namespace labels.
     connection: Any = connect() if not (policies_file and streams_file) else None
     known_labels: dict[str, dict[str, str]] = {}
