@@ -94,3 +94,45 @@ def test_import_limiter_applies_global_and_per_registry_limits() -> None:
     assert slept == []
     limiter.wait("quay.io")
     assert len(slept) == 1 and 9 < slept[0] <= 10  # 6 a minute: one every 10 s
+
+
+def test_urgent_keys_go_ahead_of_the_ordinary_lane() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    for i in range(3000):  # a scheduled pass that is due
+        q.add(f"s{i}")
+    q.add("asked", urgent=True)
+    q.add("asked-too", urgent=True)
+    assert q.urgent() == 2
+    assert [q.get(0), q.get(0), q.get(0)] == ["asked", "asked-too", "s0"]
+    assert len(q) == 2999
+
+
+def test_an_urgent_add_moves_a_waiting_key_once() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    for key in ["a", "b", "c"]:
+        q.add(key)
+    q.add("c", urgent=True)
+    q.add("c")  # an ordinary add does not move it back
+    assert len(q) == 3
+    assert [q.get(0), q.get(0), q.get(0), q.get(0)] == ["c", "a", "b", None]
+
+
+def test_an_urgent_add_while_active_is_urgent_after_done() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a")
+    q.add("b")
+    assert q.get(0) == "a"
+    q.add("a", urgent=True)
+    q.add("a")
+    q.done("a")
+    assert [q.get(0), q.get(0)] == ["a", "b"]
+
+
+def test_a_delayed_key_joins_the_ordinary_lane_when_due() -> None:
+    clock = Clock()
+    q: WorkQueue[str] = WorkQueue(clock)
+    q.add_after("later", 5)
+    q.add("now")
+    clock.now += 5
+    q.add("asked", urgent=True)
+    assert [q.get(0), q.get(0), q.get(0)] == ["asked", "now", "later"]

@@ -23,7 +23,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,7 @@ from webhook.controller.planning import (
 )
 from webhook.controller.policy_labels import PolicyLabeler
 from webhook.controller.ratelimit import ImportLimiter
+from webhook.controller.stream_cache import Key, StreamCache, key_of
 from webhook.kube import api, errors
 from webhook.kube.connect import GROUP, PLURAL, VERSION
 from webhook.kube.workqueue import WorkQueue
@@ -59,8 +60,6 @@ from webhook.registry.credentials import DOCKERCFG_TYPE, DOCKERCONFIGJSON_TYPE, 
 from webhook.registry.proxies import ProxyConfig
 
 log = logging.getLogger(__name__)
-
-Key = tuple[str, str]  # (namespace, name)
 
 
 @dataclass(frozen=True)
@@ -84,57 +83,6 @@ class ControllerOptions:
     local_registry_secret: str | None = None  # "namespace/name", dockerconfigjson
     history_limit: int = DEFAULT_HISTORY_LIMIT
     mirror_workers: int = 2
-
-
-# --- the cache the watch feeds -----------------------------------------------------------
-
-
-class StreamCache:
-    """The latest copy of every ImageStream; each change queues the stream."""
-
-    def __init__(self, queue: WorkQueue[Key]) -> None:
-        self._objects: dict[Key, Mapping[str, Any]] = {}
-        self._lock = threading.Lock()
-        self._queue = queue
-        self.deleted: list[Callable[[Mapping[str, Any]], object]] = []  # get the last copy
-        self.listed = threading.Event()
-
-    def get(self, key: Key) -> Mapping[str, Any] | None:
-        return self._objects.get(key)
-
-    def keys(self) -> list[Key]:
-        with self._lock:
-            return list(self._objects)
-
-    def __len__(self) -> int:
-        return len(self._objects)
-
-    def replace_all(self, objs: Iterable[Mapping[str, Any]]) -> None:
-        fresh = {_key(o): o for o in objs}
-        with self._lock:
-            self._objects = fresh
-        for key in fresh:
-            self._queue.add(key)
-        self.listed.set()
-
-    def upsert(self, obj: Mapping[str, Any]) -> None:
-        key = _key(obj)
-        with self._lock:
-            self._objects[key] = obj
-        self._queue.add(key)
-
-    def delete(self, obj: Mapping[str, Any]) -> None:
-        key = _key(obj)
-        with self._lock:
-            self._objects.pop(key, None)
-        for listener in self.deleted:
-            listener(obj)
-        self._queue.add(key)
-
-
-def _key(obj: Mapping[str, Any]) -> Key:
-    metadata = obj.get("metadata") or {}
-    return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
 
 
 # --- the controller ----------------------------------------------------------------------
@@ -290,7 +238,7 @@ class Controller:
     def _local_repository_missing(self, obj: Mapping[str, Any]) -> bool:
         if not self.options.local_registry:
             return False
-        key = _key(obj)
+        key = key_of(obj)
         wanted = local_repository(self.options.local_registry, *key)
         return (obj.get("status") or {}).get("dockerImageRepository") != wanted
 
@@ -346,8 +294,7 @@ class Controller:
         """Why a policy forbids this import (`allowedRegistriesForImport`), or None."""
         if self.policy is None or spec.source is None:
             return None
-        obj = self.cache.get((stream.namespace, stream.name)) or {}
-        labels = (obj.get("metadata") or {}).get("labels") or {}
+        labels = self.cache.labels((stream.namespace, stream.name))
         return self.policy.import_denial(stream.namespace, labels, spec.source.name)
 
     def _stream_sourced(
