@@ -81,9 +81,23 @@ build_crictl() {
 		"-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
 }
 
+# The Kubernetes version helm assumes without a cluster (`helm template`, `helm lint`, and
+# the chart's kubeVersion check): helm's own Makefile sets it from its client-go module, and
+# a plain `go install` leaves helm's default, 1.20, which our chart refuses. We pin the
+# version we run instead, as helm's release builds pin theirs.
+KUBE_MINOR=${KUBE_VERSION#v1.}
+KUBE_MINOR=${KUBE_MINOR%%.*}
+HELM_LDFLAGS="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+HELM_LDFLAGS+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+	HELM_LDFLAGS+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$KUBE_MINOR"
+done
+# The cache key carries a digest of the flags: a cached helm built with other flags (an
+# older script, or another Kubernetes version) is rebuilt, never reused.
+HELM_BUILD="$HELM_VERSION-$(printf '%s' "$HELM_LDFLAGS" | sha256sum | cut -c1-12)"
+
 build_helm() {
-	go_install helm "$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
-		"-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+	go_install helm "$HELM_BUILD" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$HELM_LDFLAGS"
 }
 
 # etcd's own go.mod replaces its sibling modules with relative paths, so
@@ -153,7 +167,7 @@ version_of() {
 	case $1 in
 	registry) echo "$REGISTRY_VERSION" ;;
 	crane) echo "$CRANE_VERSION" ;;
-	helm) echo "$HELM_VERSION" ;;
+	helm) echo "$HELM_BUILD" ;;
 	etcd) echo "$ETCD_VERSION" ;;
 	coredns) echo "$COREDNS_VERSION" ;;
 	crictl) echo "$CRICTL_VERSION" ;;

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -1145,6 +1146,24 @@ def test_kubernetes_older_than_1_30_is_refused(version: str) -> None:
     proc = helm("template", RELEASE, str(CHART), "--kube-version", version, check=False)
     assert proc.returncode != 0
     assert "chart requires kubeVersion: >=1.30.0-0" in proc.stderr
+
+
+def test_helm_assumes_the_kubernetes_version_we_run(tmp_path: Path) -> None:
+    """hack/tools.sh builds helm with the Kubernetes-version flags of helm's release builds,
+    set to the version of our control plane, so `helm template` without --kube-version
+    renders for it (a plain `go install` assumes 1.20, which the chart refuses)."""
+    tools = (ROOT / "hack" / "tools.sh").read_text()
+    (kube,) = re.findall(r"^KUBE_VERSION=v(\d+\.\d+)\.\d+$", tools, re.MULTILINE)
+    probe = tmp_path / "probe"
+    (probe / "templates").mkdir(parents=True)
+    (probe / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (probe / "templates" / "v.yaml").write_text(
+        "kind: Probe\nversion: '{{ .Capabilities.KubeVersion.Major }}."
+        "{{ .Capabilities.KubeVersion.Minor }}'\n"
+    )
+    (doc,) = yaml.safe_load_all(helm("template", str(probe)).stdout)
+    assert doc["version"] == kube
+    helm("template", RELEASE, str(CHART))  # kubeVersion >=1.30 is met without the flag
 
 
 def test_kubernetes_1_30_gets_every_admission_policy(tmp_path: Path) -> None:
