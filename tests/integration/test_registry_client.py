@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from registry_fixtures import Registries, ScriptedProxy, free_port
 
 from webhook.controller.importer import ImportResult, import_tag
 from webhook.model.streams import LEGACY, PRESERVE_ORIGINAL, parse_tag_reference
-from webhook.registry.client import RegistryClient, Repository
+from webhook.registry.client import ClientConfig, RegistryClient, Repository
 from webhook.registry.credentials import Credential, Keyring
 from webhook.registry.errors import (
     AddressRefused,
@@ -25,6 +27,7 @@ from webhook.registry.errors import (
     NotFound,
     Unauthorized,
 )
+from webhook.registry.guard import system_resolver
 from webhook.registry.manifests import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -485,3 +488,38 @@ def test_credentials_never_reach_logs_or_messages(
     text = caplog.text + repr(results) + repr(good)
     assert password not in text
     assert encoded not in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Connections
+
+
+def test_concurrent_imports_reuse_their_connections(registries: Registries) -> None:
+    # The guard resolves once per connection it dials: counting resolutions counts them.
+    dialled: list[str] = []
+
+    def counting_resolver(host: str, port: int) -> list[str]:
+        dialled.append(host)
+        return system_resolver(host, port)
+
+    workers, rounds = 16, 4  # more workers than requests' default pool of 10
+    config = ClientConfig(allowed_registries=registries.hosts, insecure_registries=registries.hosts)
+    repo = Repository(registries.open.host, split(registries.images.single_oci)[0])
+    tag = split(registries.images.single_oci)[1]
+    barrier = threading.Barrier(workers)
+
+    def head(_: int) -> str | None:
+        barrier.wait(10)  # all at once: as many connections in use as workers
+        return client.head_manifest(repo, tag).digest
+
+    with (
+        RegistryClient(config, resolver=counting_resolver) as client,
+        ThreadPoolExecutor(workers) as pool,
+    ):
+        client.head_manifest(repo, tag)  # learns that the registry speaks plain HTTP
+        assert dialled  # every connection goes through the guard
+        dialled.clear()
+        for _ in range(rounds):
+            assert len(set(pool.map(head, range(workers)))) == 1
+    # Never more connections than were in use at once: each was kept and reused.
+    assert 0 < len(dialled) <= workers

@@ -119,6 +119,11 @@ class ClientConfig:
     ca_files: tuple[str, ...] = ()
     # The operator's HTTP(S) proxies; the address guard still judges the registry behind them.
     proxies: ProxyConfig | None = None
+    # Connections kept alive per registry host: at least as many as requests run at once
+    # (the import workers), or those beyond are closed after each request and the next
+    # one dials (and for HTTPS handshakes) again. And how many hosts keep theirs.
+    connections_per_host: int = 32
+    hosts_kept_alive: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +325,13 @@ class RegistryClient:
         guard = AddressGuard(
             self.config.allowed_registries, resolver, proxies.urls if proxies else ()
         )
-        adapter = guarded_adapter(guard, proxies, trust_context(self.config.ca_files))
+        adapter = guarded_adapter(
+            guard,
+            proxies,
+            trust_context(self.config.ca_files),
+            hosts=self.config.hosts_kept_alive,
+            per_host=self.config.connections_per_host,
+        )
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
 

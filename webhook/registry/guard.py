@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from requests import PreparedRequest, Response
-from requests.adapters import HTTPAdapter
+from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
@@ -240,9 +240,14 @@ def guarded_adapter(
     guard: AddressGuard,
     proxies: ProxyConfig | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    *,
+    hosts: int = DEFAULT_POOLSIZE,
+    per_host: int = DEFAULT_POOLSIZE,
 ) -> HTTPAdapter:
     """The `requests` adapter whose every connection the guard approves; `ssl_context`, when
-    given, is what verified TLS trusts (`trust_context`); `proxies` are the operator's."""
+    given, is what verified TLS trusts (`trust_context`); `proxies` are the operator's.
+    Connections are kept alive for `hosts` hosts, `per_host` each (those beyond are closed
+    after their request, so each request past them dials and handshakes anew)."""
 
     # Classes per adapter: urllib3 builds connections from a class, and the only per-pool
     # hook that does not disturb its pool keys is the class itself.
@@ -329,7 +334,7 @@ def guarded_adapter(
         proxy = proxies.proxy_for(url) if proxies is not None else None
         return {url.split("://", 1)[0]: proxy} if proxy else {}
 
-    return GuardedAdapter(max_retries=0)
+    return GuardedAdapter(max_retries=0, pool_connections=hosts, pool_maxsize=per_host)
 
 
 def trust_context(ca_files: Iterable[str]) -> ssl.SSLContext | None:
