@@ -126,9 +126,11 @@ def install(cluster: Cluster, extra_values: dict[str, Any] | None = None) -> Non
         chosen[key] = {**chosen.get(key, {}), **value} if isinstance(value, dict) else value
     values_file.write_text(yaml.safe_dump(chosen))
     chart = cluster.repo_root / "charts" / "imagestreams"
+    # --take-ownership: a node kept from before the CRDs moved from crds/ into templates has
+    # them without Helm's ownership labels (docs/install.md, upgrading from chart 0.1.0).
     helm(
         cluster, "upgrade", "--install", RELEASE, str(chart), "-n", NAMESPACE,
-        "-f", str(values_file), "--wait", "--timeout", "8m",
+        "-f", str(values_file), "--wait", "--timeout", "8m", "--take-ownership",
     )  # fmt: skip
     trust_local_registry(cluster)
 

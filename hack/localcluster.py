@@ -910,7 +910,7 @@ class Cluster:
 
     def _install_crd(self) -> None:
         """The chart's CRDs (ImageStream, ImagePolicy), as `helm install` would."""
-        crds = self.repo_root / "charts" / "imagestreams" / "crds"
+        crds = self.repo_root / "charts" / "imagestreams" / "files" / "crds"
         if not (crds / "imagestreams.yaml").exists():
             raise ClusterError(f"{crds}/imagestreams.yaml not found: the CRD comes first")
         self.kubectl("apply", "-f", str(crds))
@@ -936,6 +936,8 @@ class Cluster:
                         }
                         for group, resources in WEBHOOK_RESOURCES
                     ],
+                    # The chart's own conditions, so every e2e test runs behind them.
+                    "matchConditions": self.chart_match_conditions(),
                     "failurePolicy": "Ignore",
                     "timeoutSeconds": 5,
                     "reinvocationPolicy": "IfNeeded",
@@ -953,6 +955,12 @@ class Cluster:
                 }
             ],
         }
+
+    def chart_match_conditions(self) -> list[dict[str, str]]:
+        """The webhook's matchConditions as the chart's values.yaml defines them."""
+        values = yaml.safe_load((self.repo_root / "charts/imagestreams/values.yaml").read_text())
+        conditions: list[dict[str, str]] = values["webhook"]["matchConditions"]
+        return conditions
 
     def _register_webhook(self) -> None:
         self.apply(self.webhook_configuration())

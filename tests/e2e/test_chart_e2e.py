@@ -110,7 +110,12 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
     tmp = tmp_path_factory.mktemp("chart")
     restricted_namespace(cluster)
     values = values_file(tmp, INSTALL_VALUES)
-    proc = helm(cluster, "install", RELEASE, str(CHART), "-n", NS, "-f", values, "--no-hooks")
+    # The session applied the CRDs with kubectl, as chart 0.1.0 did from crds/ (no Helm
+    # ownership): --take-ownership is how such a cluster moves to CRDs the chart upgrades.
+    proc = helm(
+        cluster, "install", RELEASE, str(CHART), "-n", NS, "-f", values, "--no-hooks",
+        "--take-ownership",
+    )  # fmt: skip
     yield Install(cluster, proc.stdout, values)
     helm(cluster, "uninstall", RELEASE, "-n", NS, "--ignore-not-found", "--no-hooks")
 
@@ -122,6 +127,10 @@ def test_install_creates_crd_rbac_service_and_webhook(installed: Install) -> Non
     cluster = installed.cluster
     crd = get_json(cluster, "crd", CRD)
     assert crd["spec"]["names"]["kind"] == "ImageStream"
+    # The release owns the CRDs from now on (upgrades reach them); Helm never deletes them.
+    annotations = crd["metadata"]["annotations"]
+    assert annotations["meta.helm.sh/release-name"] == RELEASE
+    assert annotations["helm.sh/resource-policy"] == "keep"
     for kind, name in [
         ("clusterrole", WEBHOOK_SA),
         ("clusterrole", CONTROLLER_SA),

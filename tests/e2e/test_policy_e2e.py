@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.e2e
 
-CRD = REPO_ROOT / "charts" / "imagestreams" / "crds" / "imagepolicies.yaml"
+CRD = REPO_ROOT / "charts" / "imagestreams" / "files" / "crds" / "imagepolicies.yaml"
 CRD_NAME = "imagepolicies.imagestreams.io"
 CONFIGURATION = "imagestreams-policy"
 ENFORCE_WEBHOOK = "enforce.policy.imagestreams.io"

@@ -366,6 +366,82 @@ def test_webhook_deployment(defaults: list[Doc]) -> None:
     assert flag(args, "--certfile") == f"{mount['mountPath']}/tls.crt"
 
 
+def test_match_conditions_name_the_builtin_owners_of_the_python_rule(defaults: list[Doc]) -> None:
+    """The CEL condition lists exactly workloads.BUILTIN_OWNERS, each with its group (the
+    e2e tier checks what the API server makes of it, row by row, against the Python rule)."""
+    from webhook.model.workloads import BUILTIN_OWNERS
+
+    (webhook,) = find(defaults, "MutatingWebhookConfiguration")["webhooks"]
+    conditions = {c["name"]: c["expression"] for c in webhook["matchConditions"]}
+    assert set(conditions) == {
+        "not-controlled-by-a-builtin-workload",
+        "no-subresource-but-ephemeral-containers",
+    }
+    owners = conditions["not-controlled-by-a-builtin-workload"]
+    named = set()
+    for clause in re.finditer(
+        r"r\.kind (?:in \[(?P<list>[^\]]*)\]|== '(?P<one>[^']*)') && "
+        r"r\.apiVersion\.matches\('(?P<pattern>[^']*)'\)",
+        owners,
+    ):
+        kinds = re.findall(r"'([^']*)'", clause["list"]) if clause["list"] else [clause["one"]]
+        pattern = clause["pattern"]
+        group = "" if pattern == "^[^/]*$" else pattern[1:].split("/")[0]
+        assert pattern in ("^[^/]*$", f"^{group}/[^/]*$")
+        named |= {(group, kind) for kind in kinds}
+    assert named == BUILTIN_OWNERS
+    assert "has(r.controller) && r.controller" in owners
+
+
+def test_match_conditions_can_be_replaced_or_dropped(tmp_path: Path) -> None:
+    (webhook,) = find(render({"webhook": {"matchConditions": []}}, tmp_path),
+                      "MutatingWebhookConfiguration")["webhooks"]  # fmt: skip
+    assert "matchConditions" not in webhook
+    mine = [{"name": "only-labelled", "expression": "'resolve' in object.metadata.labels"}]
+    (webhook,) = find(render({"webhook": {"matchConditions": mine}}, tmp_path),
+                      "MutatingWebhookConfiguration")["webhooks"]  # fmt: skip
+    assert webhook["matchConditions"] == mine
+
+
+def test_webhook_on_the_host_network(tmp_path: Path) -> None:
+    """hostNetwork for API servers that cannot reach pod IPs: the node's ports (chosen
+    through securePort/healthPort and used by args, ports, probes and the Service alike),
+    cluster DNS kept, one replica replaced at a time, and otherwise still `restricted`."""
+    values = {"webhook": {"hostNetwork": True, "securePort": 10260, "healthPort": 10261}}
+    docs = render(values, tmp_path)
+    deployment = find(docs, "Deployment", f"{FULLNAME}-webhook")
+    spec = pod_spec(deployment)
+    assert spec["hostNetwork"] is True
+    assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}
+    (container,) = spec["containers"]
+    args = container["args"]
+    assert flag(args, "--bind") == "0.0.0.0:10260"
+    assert flag(args, "--health-bind") == "0.0.0.0:10261"
+    assert {"name": "https", "containerPort": 10260, "protocol": "TCP"} in container["ports"]
+    assert {"name": "health", "containerPort": 10261, "protocol": "TCP"} in container["ports"]
+    assert container["readinessProbe"]["httpGet"]["port"] == "health"
+    (port,) = find(docs, "Service", f"{FULLNAME}-webhook")["spec"]["ports"]
+    assert port["targetPort"] == "https"
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    # Only the webhook: nothing calls the controller or certs-sync from outside the cluster.
+    others = [d for d in docs if d["kind"] in POD_KINDS and d is not deployment]
+    assert others and not any(pod_spec(d).get("hostNetwork") for d in others)
+    # An explicit dnsPolicy wins.
+    values["webhook"]["dnsPolicy"] = "Default"
+    spec = pod_spec(find(render(values, tmp_path), "Deployment", f"{FULLNAME}-webhook"))
+    assert spec["dnsPolicy"] == "Default"
+
+
+def test_webhook_off_the_host_network_by_default(defaults: list[Doc]) -> None:
+    deployment = find(defaults, "Deployment", f"{FULLNAME}-webhook")
+    assert "hostNetwork" not in pod_spec(deployment)
+    assert "dnsPolicy" not in pod_spec(deployment)
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+
+
 def test_webhook_options_are_overridable(tmp_path: Path) -> None:
     docs = render(
         {
@@ -1101,7 +1177,10 @@ def test_local_registry_needs_the_controller(tmp_path: Path) -> None:
         ({"controller": {"leaderElection": {"enabled": False}}},
          "at '/controller/replicas': maximum"),
         ({"controller": {"globalPullSecret": "no-namespace"}}, "/controller/globalPullSecret"),
-        ({"webhook": {"port": 443}}, "at '/webhook/port': minimum"),
+        ({"webhook": {"securePort": 443}}, "at '/webhook/securePort': minimum"),
+        ({"webhook": {"port": 8443}}, "additional properties 'port'"),
+        ({"webhook": {"dnsPolicy": "ClusterFirstWithHostnet"}}, "at '/webhook/dnsPolicy'"),
+        ({"webhook": {"matchConditions": [{"name": "x"}]}}, "/webhook/matchConditions/0"),
         ({"localRegistry": {"historyLimit": 0}}, "at '/localRegistry/historyLimit': minimum"),
         ({"localRegistry": {"host": "10.0.0.1:5000"}}, "at '/localRegistry/host'"),
         ({"localRegistry": {"host": "registry.example"}}, "at '/localRegistry/host'"),
@@ -1183,12 +1262,36 @@ def test_chart_metadata() -> None:
     assert chart["apiVersion"] == "v2"
     assert chart["kubeVersion"] == ">=1.30.0-0"
     assert chart["appVersion"]
-    assert (CHART / "crds" / "imagestreams.yaml").exists()
+    # Helm installs crds/ once and never upgrades it: the CRDs are templates instead.
+    assert not (CHART / "crds").exists()
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert schema["additionalProperties"] is False
     # Every top-level value is described by the schema.
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) <= set(schema["properties"])
+
+
+def test_crds_are_rendered_from_their_files_and_kept(defaults: list[Doc]) -> None:
+    """One source for each CRD (files/crds/, which tests and hack/ read as plain YAML): the
+    chart renders it unchanged but for its labels, and Helm never deletes it."""
+    files = {}
+    for path in sorted((CHART / "files" / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        files[crd["metadata"]["name"]] = crd
+    assert set(files) == {"imagestreams.image.openshift.io", "imagepolicies.imagestreams.io"}
+    rendered = [d for d in defaults if d["kind"] == "CustomResourceDefinition"]
+    assert {d["metadata"]["name"] for d in rendered} == set(files)
+    for crd in rendered:
+        source = files[crd["metadata"]["name"]]
+        assert crd["spec"] == source["spec"]
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert source["metadata"]["labels"].items() <= crd["metadata"]["labels"].items()
+
+
+def test_crds_can_be_left_to_the_user(tmp_path: Path) -> None:
+    docs = render({"crds": {"install": False}}, tmp_path)
+    assert "CustomResourceDefinition" not in kinds(docs)
+    assert "MutatingWebhookConfiguration" in kinds(docs)
 
 
 def test_every_component_logs_json_by_default(defaults: list[Doc]) -> None:

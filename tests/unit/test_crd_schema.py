@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for test
 import corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CRD_PATH = REPO_ROOT / "charts" / "imagestreams" / "crds" / "imagestreams.yaml"
+CRD_PATH = REPO_ROOT / "charts" / "imagestreams" / "files" / "crds" / "imagestreams.yaml"
 
 # The full corpus, per its README.
 FULL_CORPUS_STREAMS = 532

@@ -39,7 +39,7 @@ from webhook.serving.stream_index import StreamIndex
 from webhook.serving.validation import answer, new_policy_metrics, respond
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CRD_PATH = REPO_ROOT / "charts" / "imagestreams" / "crds" / "imagepolicies.yaml"
+CRD_PATH = REPO_ROOT / "charts" / "imagestreams" / "files" / "crds" / "imagepolicies.yaml"
 KEYCLOAK = f"quay.io/keycloak/keycloak@{DIGEST_A}"
 TEAM = {"kubernetes.io/metadata.name": "team", "tier": "prod"}
 PROD = {"tier": "prod"}
