@@ -62,10 +62,12 @@ def start_serve(
     *args: str,
     timeout: float = 30,
     server_class: type[S] = Served,  # type: ignore[assignment]
+    env: dict[str, str] | None = None,
 ) -> S:
     """`imagestreams serve` with the certificates in `tmp/certs` (made if missing) and
     `args`; returns once /readyz answers 200, fails with the server's log otherwise.
-    `server_class` may be a subclass of Served with helpers of its own."""
+    `server_class` may be a subclass of Served with helpers of its own; `env` replaces the
+    process environment."""
     certs = tmp / "certs"
     if not (certs / "tls.crt").exists():
         make_certs(certs, "localhost")
@@ -80,6 +82,7 @@ def start_serve(
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env=env,
     )  # fmt: skip
     served = server_class(
         f"https://127.0.0.1:{port}", port, str(certs / "ca.crt"), certs, process, log

@@ -43,6 +43,10 @@ SCENARIOS: dict[str, Doc] = {
         "certManager": {"enabled": True, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}
     },
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "grafana-dashboard": {
+        "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Platform"}},
+        "controller": {"metrics": {"registries": ["harbor.corp.example", "r.corp:5000"]}},
+    },
     "network-policy": {
         "networkPolicy": {
             "enabled": True,
@@ -861,6 +865,34 @@ def test_service_monitors(rendered: dict[str, list[Doc]]) -> None:
         service["metadata"]["labels"].items()
     )
     assert "ServiceMonitor" not in kinds(rendered["defaults"])
+
+
+def test_grafana_dashboard(rendered: dict[str, list[Doc]], tmp_path: Path) -> None:
+    docs = rendered["grafana-dashboard"]
+    config_map = find(docs, "ConfigMap", f"{FULLNAME}-dashboard")
+    assert config_map["metadata"]["namespace"] == NS
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "Platform"}
+    shipped = json.loads((CHART / "dashboards" / "imagestreams.json").read_text())
+    assert json.loads(config_map["data"]["imagestreams.json"]) == shipped
+    exprs = [t["expr"] for p in shipped["panels"] for t in p.get("targets", [])]
+    assert exprs and all("imagestreams_" in e for e in exprs)
+    titles = " ".join(p["title"] for p in shipped["panels"]).lower()
+    for topic in ("admission latency", "import results", "queue depth"):
+        assert topic in titles
+    # tests/e2e/test_dashboard_e2e.py checks every queried metric against real /metrics.
+    assert f"{FULLNAME}-dashboard" not in {d["metadata"]["name"] for d in rendered["defaults"]}
+    elsewhere = render({"grafanaDashboard": {"enabled": True, "namespace": "monitoring"}}, tmp_path)
+    assert find(elsewhere, "ConfigMap", f"{FULLNAME}-dashboard")["metadata"]["namespace"] == (
+        "monitoring"
+    )
+
+
+def test_metrics_registries_are_flags(rendered: dict[str, list[Doc]]) -> None:
+    args = controller_args(rendered["grafana-dashboard"])
+    named = [a.split("=", 1)[1] for a in args if a.startswith("--metrics-registry=")]
+    assert named == ["harbor.corp.example", "r.corp:5000"]
+    assert not [a for a in controller_args(rendered["defaults"]) if "--metrics-registry" in a]
 
 
 def test_network_policies(rendered: dict[str, list[Doc]]) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 
 from webhook.cli.main import configure_logging, duration
+
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def test_json_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
@@ -18,8 +21,17 @@ def test_json_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
     assert record["level"] == "WARNING"
     assert record["logger"] == "webhook.controller"
     assert record["message"] == "import of team/app:1 failed"
-    assert "time" in record
+    assert ISO_UTC.fullmatch(record["time"]), record["time"]
     configure_logging("text", logging.INFO)
+
+
+def test_text_log_lines_have_iso_utc_times(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("text", logging.INFO)
+    logging.getLogger("webhook.serving").info("listening")
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    stamp, rest = line.split(" ", 1)
+    assert ISO_UTC.fullmatch(stamp), line
+    assert rest == "INFO webhook.serving: listening"
 
 
 @pytest.mark.parametrize(

@@ -51,19 +51,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def configure_logging(log_format: str, level: int) -> None:
+    """One handler on the root logger, every line in `log_format` with an ISO-8601 UTC time
+    (`serve` gives gunicorn's own lines the same formatter)."""
     handler = logging.StreamHandler()
+    handler.setFormatter(log_formatter(log_format))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def utc_time(record: logging.LogRecord) -> str:
+    """`2026-11-29T08:07:27.123Z`: ISO 8601, UTC, milliseconds."""
+    stamp = dt.datetime.fromtimestamp(record.created, dt.UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def log_formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
         from pythonjsonlogger.json import JsonFormatter
 
-        handler.setFormatter(
-            JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            )
+        class UTCJsonFormatter(JsonFormatter):
+            def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+                return utc_time(record)
+
+        return UTCJsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         )
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+    class UTCFormatter(logging.Formatter):
+        def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+            return utc_time(record)
+
+    return UTCFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def build_parser(
@@ -263,6 +281,15 @@ def _add_controller(verbs: Verbs, common: argparse.ArgumentParser) -> None:
     p.add_argument("--lease-name", default="imagestreams-controller")
     p.add_argument("--lease-namespace", help="namespace of the Lease (default: -n, else ours)")
     p.add_argument("--metrics-bind", metavar="HOST:PORT", help="serve /metrics here")
+    p.add_argument(
+        "--metrics-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="registry named in the metrics' registry label (repeatable); besides these, the"
+        " allowed, insecure and local registries and a few public ones, every registry is"
+        ' counted as "other"',
+    )
     local = p.add_argument_group("reference policy Local")
     local.add_argument(
         "--local-registry",
@@ -317,6 +344,7 @@ def _run_controller(args: argparse.Namespace) -> int:
             insecure_registries=tuple(args.insecure_registry),
             registry_ca_files=tuple(args.registry_ca_file),
             proxies=proxies,
+            metrics_registries=tuple(args.metrics_registry),
             global_pull_secret=args.global_pull_secret,
             local_registry=args.local_registry,
             local_registry_endpoint=args.local_registry_endpoint,

@@ -72,6 +72,8 @@ class ControllerOptions:
     insecure_registries: tuple[str, ...] = ()
     registry_ca_files: tuple[str, ...] = ()  # private CAs, trusted besides the default roots
     proxies: ProxyConfig | None = None
+    # Registries named in the metrics' registry label (besides the configured ones).
+    metrics_registries: tuple[str, ...] = ()
     global_pull_secret: str | None = None  # "namespace/name"
     max_backoff: float = MAX_BACKOFF
     secret_cache_seconds: float = 30.0
@@ -114,7 +116,7 @@ class Controller:
         )
         self.registry = registry or RegistryClient(source_config, on_response=self._count_response)
         self.clock = clock
-        self.metrics = ControllerMetrics()
+        self.metrics = ControllerMetrics(registries=_named_registries(options))
         self.queue: WorkQueue[Key] = WorkQueue(clock)
         self.cache = StreamCache(self.queue)
         self.state: dict[Key, StreamState] = {}
@@ -182,7 +184,7 @@ class Controller:
         self._stop.set()
 
     def _count_response(self, host: str, method: str, status: int) -> None:
-        self.metrics.registry_requests.labels(registry=host, method=method, code=str(status)).inc()
+        self.metrics.count_request(host, method, status)
 
     def _oldest_scheduled_check(self) -> float:
         """Seconds since the least recently checked scheduled tag was checked: a scheduled
@@ -540,3 +542,18 @@ def _reparsed(written: Mapping[str, Any], fallback: ImageStream) -> ImageStream:
         return streams.parse_image_stream(written)
     except streams.InvalidImageStream:
         return fallback  # the API server stored what we sent; cannot happen in practice
+
+
+def _named_registries(options: ControllerOptions) -> tuple[str, ...]:
+    """The registries the operator named: the only ones the metrics call by name."""
+    local = (options.local_registry or "", options.local_registry_endpoint)
+    return tuple(
+        name
+        for name in (
+            *options.metrics_registries,
+            *options.allowed_registries,
+            *options.insecure_registries,
+            *local,
+        )
+        if name
+    )

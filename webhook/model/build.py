@@ -34,3 +34,8 @@ def current(environ: Mapping[str, str]) -> Build:
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed
         version = "unknown"
     return Build(version=version, revision=environ.get(REVISION_VARIABLE, "").strip() or None)
+
+
+def info_labels(this: Build, python: str) -> dict[str, str]:
+    """The labels of the `imagestreams_build_info` metric that both programs export."""
+    return {"version": this.version, "revision": this.revision or "unknown", "python": python}

@@ -8,10 +8,12 @@ aggregates them, so a scrape sees every worker, not just the one that answered.
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import prometheus_client
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -22,8 +24,12 @@ from prometheus_client import (
     multiprocess,
 )
 
+from webhook.model import build
 from webhook.model.workloads import WORKLOADS
 from webhook.serving.server import MULTIPROC_ENV
+
+# No `_created` series: one more series per labelled child, of no use on a dashboard.
+prometheus_client.disable_created_metrics()
 
 # Every label value comes from a fixed set, never from the request: one review with kind
 # "\ud800" would break every scrape (it cannot be encoded), and each new kind would add a
@@ -42,6 +48,7 @@ class Metrics:
     images_resolved: Counter
     warnings: Counter
     index_streams: Gauge
+    build_info: Gauge
 
     def exposition(self) -> tuple[bytes, str]:
         if os.environ.get(MULTIPROC_ENV):
@@ -91,4 +98,17 @@ def new_metrics() -> Metrics:
             registry=registry,
             multiprocess_mode="livemax",
         ),
+        build_info=_build_info(registry),
     )
+
+
+def _build_info(registry: CollectorRegistry) -> Gauge:
+    gauge = Gauge(
+        "imagestreams_build_info",
+        "Always 1: the version and source revision of this build, and its Python.",
+        ["version", "revision", "python"],
+        registry=registry,
+        multiprocess_mode="max",  # the same 1 from every worker: one series
+    )
+    gauge.labels(**build.info_labels(build.current(os.environ), platform.python_version())).set(1)
+    return gauge

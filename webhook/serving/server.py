@@ -37,7 +37,7 @@ import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
 from gevent.socket import wait_read
-from gunicorn import http, util
+from gunicorn import glogging, http, util
 from gunicorn.app.base import BaseApplication
 from gunicorn.sock import ssl_wrap_socket
 from gunicorn.workers.ggevent import GeventWorker
@@ -395,12 +395,36 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
             "graceful_timeout": 10,
             "ssl_context": ReloadingSSLContext(opts.certfile, opts.keyfile),
             "child_exit": _mark_worker_dead,
+            # gunicorn 25.1+ opens a control socket for `gunicornc` in $HOME (or
+            # $XDG_RUNTIME_DIR), which a read-only root cannot hold: an error at every
+            # start, for a tool nobody runs in a pod.
+            "control_socket_disable": True,
+            "logger_class": AppFormatLogger,
         }
         for key, value in settings.items():
             self.cfg.set(key, value)
 
     def load(self) -> Any:
         return build_app(self.options)
+
+
+class AppFormatLogger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's own lines (its error log, and its access log if turned on) in the format of
+    the program's: the formatter the CLI gave the root logger (`--log-format`: JSON or text,
+    ISO-8601 UTC times), instead of gunicorn's `[2026-11-29 08:07:27 +0000] [12] [INFO]`."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        handlers = logging.getLogger().handlers
+        formatter = handlers[0].formatter if handlers else None
+        if formatter is None:
+            return  # not started by the CLI: keep gunicorn's own format
+        for handler in (*self.error_log.handlers, *self.access_log.handlers):
+            handler.setFormatter(formatter)
+
+    def now(self) -> str:
+        """The access log's %(t)s, in ISO-8601 UTC like every other time we write."""
+        return "[" + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + "]"
 
 
 def _mark_worker_dead(_server: Any, worker: Any) -> None:
