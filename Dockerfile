@@ -29,7 +29,7 @@ WORKDIR /src
 COPY requirements.lock ./
 RUN pip wheel --wheel-dir /wheels --only-binary=:all: --require-hashes -r requirements.lock
 # Then the project's own wheel, from only what it is built from (see .dockerignore).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY webhook ./webhook
 RUN pip wheel --wheel-dir /wheels --no-deps . \
  && cp requirements.lock /wheels/ \

@@ -61,7 +61,7 @@ HACK = Path(__file__).resolve().parent
 ROOT = HACK.parent
 LOCK = ROOT / "requirements.lock"
 # The Dockerfile's build context (see .dockerignore): what the project's wheel is built from.
-APP_SOURCES = ("pyproject.toml", "README.md", "webhook")
+APP_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "webhook")
 CACHE_DIR = Path(os.environ.get("IMAGESTREAMS_CACHE", Path.home() / ".cache" / "imagestreams"))
 IMAGES = CACHE_DIR / "images"
 KEEP = 3  # cached layers kept per kind (the most recently used)

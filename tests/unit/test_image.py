@@ -125,7 +125,7 @@ def test_hack_image_installs_the_same_lock() -> None:
     assert {"--no-index", "--no-deps", "imagestreams"} <= set(image.INSTALL_PROJECT)
     # The project's wheel is built from the Dockerfile's build context.
     context = {str(p).split("/")[0] for p in image.app_source_files()}
-    assert context == {"pyproject.toml", "README.md", "webhook"}
+    assert context == {"pyproject.toml", "README.md", "LICENSE", "webhook"}
 
 
 def test_the_venv_installs_the_lock_first() -> None:
