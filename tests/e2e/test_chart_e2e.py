@@ -259,6 +259,45 @@ def test_rendered_manifests_pass_server_side_dry_run(
     assert "PodSecurity" not in proc.stderr, proc.stderr
 
 
+def server_dry_run(cluster: Cluster, rendered: str) -> subprocess.CompletedProcess[str]:
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    ours = [d for d in docs if not d["apiVersion"].startswith(FOREIGN_GROUPS)]
+    proc = cluster.kubectl(
+        "apply", "--dry-run=server", "--validate=strict", "-f", "-",
+        input=yaml.safe_dump_all(ours), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("(server dry run)") == len(ours)
+    return proc
+
+
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+HOST_NETWORK_NS = "imagestreams-host"
+
+
+@pytest.mark.parametrize("path", CI_VALUES, ids=lambda p: p.name)
+def test_ci_value_sets_pass_server_side_dry_run(cluster: Cluster, path: Path) -> None:
+    """charts/imagestreams/ci/: what chart-testing would install, validated by the API
+    server (strictly, and by Pod Security). The host-network set goes to a namespace
+    labelled privileged, as docs/install.md asks: `restricted` refuses host networking."""
+    host_network = "hostNetwork: true" in path.read_text()
+    namespace = HOST_NETWORK_NS if host_network else NS
+    if host_network:
+        cluster.ensure_namespace(namespace)
+        cluster.kubectl("label", "namespace", namespace, "--overwrite",
+                        "pod-security.kubernetes.io/enforce=privileged")  # fmt: skip
+    else:
+        restricted_namespace(cluster)
+    rendered = helm(cluster, "template", "ci", str(CHART), "-n", namespace, "-f", str(path)).stdout
+    proc = server_dry_run(cluster, rendered)
+    assert "PodSecurity" not in proc.stderr, proc.stderr
+    if host_network:
+        restricted_namespace(cluster)
+        rendered = helm(cluster, "template", "ci", str(CHART), "-n", NS, "-f", str(path)).stdout
+        proc = server_dry_run(cluster, rendered)
+        assert "host namespaces (hostNetwork=true)" in proc.stderr, proc.stderr
+
+
 def test_pod_security_check_is_not_vacuous(cluster: Cluster, tmp_path: Path) -> None:
     """The same dry run reports a container security context weakened through the values."""
     restricted_namespace(cluster)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 import socket
 import ssl
 import threading
@@ -96,6 +97,15 @@ def test_chart_pods_run_restricted_from_the_project_image(release: Namespace) ->
                 if name != "local-registry":
                     # The kubelet ran exactly the image built from this repository.
                     assert status["imageID"].rsplit("@", 1)[1] == values["image"]["digest"]
+
+
+def test_helm_test_reaches_the_webhook_through_its_service(release: Namespace) -> None:
+    """`helm test`: a pod of the product image calls /readyz over TLS through the Service,
+    trusting only the CA of the webhook's Secret (templates/tests/webhook-readyz.yaml)."""
+    proc = localchart.helm(
+        release.cluster, "test", localchart.RELEASE, "-n", localchart.NAMESPACE, "--timeout", "3m"
+    )
+    assert re.search(r"Phase:\s+Succeeded", proc.stdout), proc.stdout
 
 
 def test_the_api_server_calls_the_webhook_through_its_service(

@@ -159,6 +159,11 @@ def pod_spec(doc: Doc) -> Doc:
     return dict(doc["spec"]["template"]["spec"])
 
 
+def is_test_hook(doc: Doc) -> bool:
+    """A `helm test` pod (templates/tests/)."""
+    return bool(doc["metadata"].get("annotations", {}).get("helm.sh/hook") == "test")
+
+
 def containers(doc: Doc) -> Iterator[Doc]:
     spec = pod_spec(doc)
     yield from spec.get("initContainers", [])
@@ -224,7 +229,10 @@ def test_every_pod_is_restricted(scenario: str, rendered: dict[str, list[Doc]]) 
             assert not sc.get("privileged"), where
             assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"], where
             assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
-            assert c["args"][0] in {"serve", "controller", "certs-sync"}, where
+            if is_test_hook(doc):
+                assert c["command"][0] == "python3", where  # the product image's Python
+            else:
+                assert c["args"][0] in {"serve", "controller", "certs-sync"}, where
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
@@ -261,7 +269,10 @@ def test_names_agree_across_objects(scenario: str, rendered: dict[str, list[Doc]
         assert meta["labels"]["app.kubernetes.io/instance"] == RELEASE
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
         if doc["kind"] in POD_KINDS:
-            assert pod_spec(doc)["serviceAccountName"] in accounts
+            if is_test_hook(doc):
+                assert pod_spec(doc)["automountServiceAccountToken"] is False
+            else:
+                assert pod_spec(doc)["serviceAccountName"] in accounts
             assert meta["namespace"] == NS
         if doc["kind"] in {"RoleBinding", "ClusterRoleBinding"}:
             ref = doc["roleRef"]
@@ -1323,6 +1334,58 @@ def test_crds_are_rendered_from_their_files_and_kept(defaults: list[Doc]) -> Non
 def test_crds_can_be_left_to_the_user(tmp_path: Path) -> None:
     docs = render({"crds": {"install": False}}, tmp_path)
     assert "CustomResourceDefinition" not in kinds(docs)
+    assert "MutatingWebhookConfiguration" in kinds(docs)
+
+
+def test_helm_test_checks_readyz_over_tls_through_the_service(defaults: list[Doc]) -> None:
+    """`helm test`: the product image calls the Service's DNS name on its port, trusting
+    only the CA of the webhook's Secret (never mounting the serving key)."""
+    (pod,) = [d for d in defaults if d["kind"] == "Pod" and is_test_hook(d)]
+    assert pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == (
+        "before-hook-creation,hook-succeeded"
+    )
+    spec = pod_spec(pod)
+    assert spec["restartPolicy"] == "Never"
+    (container,) = spec["containers"]
+    deployment = find(defaults, "Deployment", f"{FULLNAME}-webhook")
+    assert container["image"] == pod_spec(deployment)["containers"][0]["image"]
+    assert container["command"][-1] == f"https://{FULLNAME}-webhook.{NS}.svc:443/readyz"
+    (ca,) = [v for v in spec["volumes"] if v["name"] == "ca"]
+    assert ca["secret"]["secretName"] == f"{FULLNAME}-webhook-tls"
+    assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "ca")
+    assert f'"{mount["mountPath"]}/ca.crt"' in container["command"][2]
+    assert "create_default_context(cafile=ca)" in container["command"][2]
+
+
+def test_artifacthub_lists_every_crd() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    listed = yaml.safe_load(chart["annotations"]["artifacthub.io/crds"])
+    files = [yaml.safe_load(p.read_text()) for p in (CHART / "files" / "crds").glob("*.yaml")]
+    assert sorted((c["kind"], c["version"], c["name"]) for c in listed) == sorted(
+        (f["spec"]["names"]["kind"], f["spec"]["versions"][0]["name"], f["metadata"]["name"])
+        for f in files
+    )
+    assert all(c["description"] for c in listed)
+    assert chart["annotations"]["artifacthub.io/license"] == "Apache-2.0"
+    assert (CHART / "LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes()
+
+
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+
+
+def test_ci_value_sets_exist() -> None:
+    assert {p.name for p in CI_VALUES} >= {"defaults-values.yaml", "host-network-values.yaml"}
+
+
+@pytest.mark.parametrize("path", CI_VALUES, ids=lambda p: p.name)
+def test_ci_value_sets_lint_and_render(path: Path) -> None:
+    """Each ci/ set passes `helm lint --strict` and renders (the e2e tier sends the result
+    to a real API server: tests/e2e/test_chart_e2e.py)."""
+    proc = helm("lint", "--strict", str(CHART), "-f", str(path))
+    assert "0 chart(s) failed" in proc.stdout
+    out = helm("template", RELEASE, str(CHART), "-n", NS, "-f", str(path)).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
     assert "MutatingWebhookConfiguration" in kinds(docs)
 
 
