@@ -17,6 +17,7 @@ from webhook.controller.planning import (
     backoff,
     due_tags,
     next_visit,
+    remembered,
 )
 from webhook.model.streams import parse_image_stream
 
@@ -143,3 +144,13 @@ def test_apply_results_reports_no_change_for_the_same_image() -> None:
     tags = stream()["status"]["tags"]
     _, changed = apply_results(tags, [ImportResult("1", event=event(DIGEST_A, generation=2))])
     assert not changed
+
+
+def test_a_success_is_remembered_only_where_status_cannot_stand_in() -> None:
+    event = {"created": "t", "dockerImageReference": f"quay.io/a@{DIGEST_A}", "image": DIGEST_A}
+    original = ImportResult(
+        "1", event=event, import_mode="PreserveOriginal", manifest_digest=DIGEST_A
+    )
+    legacy = ImportResult("1", event=event, import_mode="Legacy", manifest_digest=DIGEST_B)
+    assert remembered(original) is None  # its status item is the next HEAD's comparison
+    assert remembered(legacy) is legacy  # the index digest a HEAD sees is not in status

@@ -39,6 +39,7 @@ from webhook.controller.planning import (
     current_images,
     due_tags,
     next_visit,
+    remembered,
     status_tags_of,
     with_status_tags,
 )
@@ -275,7 +276,7 @@ class Controller:
         now = self.clock()
         tag.last_checked = now
         if result.succeeded:
-            tag.previous, tag.failures, tag.retry_at = result, 0, 0.0
+            tag.previous, tag.failures, tag.retry_at = remembered(result), 0, 0.0
         else:
             tag.failures += 1
             tag.retry_at = now + backoff(tag.failures, result.retry_after, self.options.max_backoff)
