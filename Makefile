@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 DEV    ?= .dev
 
-.PHONY: venv lock image tools up down status demo lint test unit e2e node bench bench-deps
+.PHONY: venv lock image krew tools up down status demo lint test unit e2e node bench bench-deps
 
 venv: $(VENV)/.installed
 # The locked versions first (the image's, see requirements.lock), then the project and its
@@ -29,6 +29,11 @@ lock: venv
 image: venv
 	hack/tools.sh crane
 	$(VENV)/bin/python hack/image.py build $(if $(IMAGE),--push $(IMAGE))
+
+# The kubectl plugin for krew (hack/krew.py): dist/kubectl-imagestream.tar.gz and its krew
+# manifest dist/imagestream.yaml, whose uri is KREW_URL_BASE/kubectl-imagestream.tar.gz.
+krew: venv
+	$(VENV)/bin/python hack/krew.py $(if $(KREW_URL_BASE),--url-base $(KREW_URL_BASE))
 
 tools:             ## Go tools (control plane, node, helm, crane, registry, CoreDNS) and Debian packages
 	hack/packages.sh
