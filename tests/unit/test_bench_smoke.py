@@ -68,3 +68,43 @@ def test_section_selection() -> None:
     assert main.selected(args) == ["http"]
     with pytest.raises(SystemExit):
         main.selected(main.parse_args(["--only", "nope"]))
+
+
+def test_table_prints_each_import_figure_beside_its_target() -> None:
+    from bench import cluster
+
+    spec, scheduled = (f"imagestreams_imports_total{{trigger={t}}}" for t in ("spec", "scheduled"))
+
+    def seen(key: str, cpu: float, writes: int, mark_n: int, mark_cpu: float) -> cluster.Pass:
+        metrics = {
+            key: 50_000.0,
+            "imagestreams_registry_requests_total": 50_000.0,
+            "imagestreams_status_writes_total": float(writes),
+        }
+        load = [3.0, 2.0, 1.0]
+        return cluster.Pass(
+            metrics, 50.0, True, 100 * 1024, cpu, {key: mark_n}, mark_cpu, 2.0, load, load
+        )
+
+    first = cluster.pass_summary(seen(spec, 40.0, 10_000, 100, 2.0), spec)
+    sched = cluster.pass_summary(seen(scheduled, 22.0, 0, 1_000, 2.4), scheduled)
+    assert sched["pass_cpu_ms_per_tag"] == 0.4  # from the first check on: (22 - 2.4) s / 49,000
+    assert sched["cpu_ms_per_tag"] == 0.44  # start-up and the initial list included
+    results = {
+        "machine_before": {"cores": 2, "loadavg": [0.1, 0.2, 0.3]},
+        "sections": {
+            "import": {
+                "targets": cluster.IMPORT_TARGETS,
+                "tags": 5,
+                "sizes": {
+                    "10000": {"streams": 10_000, "first_pass": first, "scheduled_pass": sched}
+                },
+            }
+        },
+    }
+    table = main.render_table(results)
+    assert "6 import (10,000x5)" in table
+    assert "first pass tags/s (target ≥ 800)" in table and "1000.0 tags/s" in table
+    assert "(target ≤ 0.5 ms)" in table and "0.4 ms (with start-up and list: 0.44 ms)" in table
+    assert "registry requests per tag: first / scheduled (target ≤ 1)" in table
+    assert "10,000 / 0" in table and "load 3.0 → 3.0" in table
