@@ -40,22 +40,36 @@ FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="imagestreams" \
       org.opencontainers.image.description="OpenShift image streams on any Kubernetes cluster" \
       org.opencontainers.image.licenses="Apache-2.0"
+# Which build this is, from build arguments (hack/image.py sets both: pyproject.toml's
+# version and the git commit), e.g.
+#   docker build --build-arg REVISION=$(git rev-parse HEAD) -t REGISTRY/imagestreams:0.1.0 .
+# The revision is also what `imagestreams --version` and the build_info metric report.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.source="https://github.com/imagestreams/imagestreams" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1
+    PIP_NO_CACHE_DIR=1 \
+    IMAGESTREAMS_REVISION="${REVISION}"
 # Install from the builder's wheels only (no index, nothing compiled, no cache): the locked
 # dependencies, their hashes checked once more, then the project alone, so that nothing but
 # the locked versions can be installed (`pip check`: and nothing is missing). Then remove
 # pip itself: nothing installs packages at run time. The wheels are bind-mounted, so they
 # never become a layer of this image. Byte code is compiled at install time, because the
-# root filesystem is read-only at run time.
+# root filesystem is read-only at run time. Last, the programs' modules are imported, the
+# webhook's gunicorn gevent worker included (hack/image.py's RUNTIME_MODULES): `--help`
+# alone loads none of them, and a missing runtime dependency would pass the build and
+# crash-loop the pods.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels --require-hashes -r /wheels/requirements.lock \
  && pip install --no-index --find-links=/wheels --no-deps imagestreams \
  && pip check \
  && pip uninstall --yes pip setuptools wheel \
- && imagestreams --help >/dev/null
+ && imagestreams --help >/dev/null \
+ && python -c "import webhook.serving.server, gunicorn.workers.ggevent, webhook.controller.reconciler"
 # Numeric, so that `runAsNonRoot` can verify it without an /etc/passwd entry.
 USER 65532:65532
 WORKDIR /tmp

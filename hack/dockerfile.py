@@ -6,7 +6,8 @@ settings from here, so the two cannot drift; tests/unit/test_dockerfile.py check
 Dockerfile's own rules with the same parser.
 
 Only what this Dockerfile uses is understood: continuation lines, comments, global ARG
-defaults in FROM, and the exec (JSON) form of ENTRYPOINT and CMD.
+defaults in FROM, a stage's ARGs in its ENV and LABEL values, and the exec (JSON) form of
+ENTRYPOINT and CMD.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,10 +86,27 @@ def key_values(value: str) -> dict[str, str]:
     return dict(word.split("=", 1) for word in words)
 
 
-def runtime_config(stage: Stage) -> dict[str, Any]:
+def arguments(stage: Stage, build_args: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The stage's ARGs: their defaults, overridden by `build_args` (as `--build-arg`; one the
+    stage does not declare is ignored, as Docker ignores it)."""
+    values: dict[str, str] = {}
+    for value in stage.all("ARG"):
+        name, _, default = value.partition("=")
+        values[name] = (build_args or {}).get(name, shlex.split(default)[0] if default else "")
+    return values
+
+
+def substitute(value: str, args: Mapping[str, str]) -> str:
+    """`$NAME` and `${NAME}` replaced by the ARG's value ("" when undeclared, as Docker)."""
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m[1] or m[2], ""), value)
+
+
+def runtime_config(stage: Stage, build_args: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The OCI image config (`config` section) that `stage`'s own instructions set: the last
-    USER, WORKDIR, ENTRYPOINT and CMD, every ENV, LABEL and EXPOSE. What the base image
+    USER, WORKDIR, ENTRYPOINT and CMD, every ENV, LABEL and EXPOSE, with the stage's ARGs
+    (`build_args` over their defaults) substituted in ENV and LABEL. What the base image
     contributes (its PATH and LANG, say) is not included."""
+    args = arguments(stage, build_args)
     config: dict[str, Any] = {}
     if users := stage.all("USER"):
         config["User"] = users[-1]
@@ -99,12 +118,12 @@ def runtime_config(stage: Stage) -> dict[str, Any]:
         config["Cmd"] = exec_form(cmds[-1])
     env: dict[str, str] = {}
     for value in stage.all("ENV"):
-        env.update(key_values(value))
+        env.update({k: substitute(v, args) for k, v in key_values(value).items()})
     if env:
         config["Env"] = [f"{k}={v}" for k, v in env.items()]
     labels: dict[str, str] = {}
     for value in stage.all("LABEL"):
-        labels.update(key_values(value))
+        labels.update({k: substitute(v, args) for k, v in key_values(value).items()})
     if labels:
         config["Labels"] = labels
     ports = [p if "/" in p else f"{p}/tcp" for value in stage.all("EXPOSE") for p in value.split()]

@@ -21,7 +21,9 @@ The image has the Dockerfile's layout, in two layers and a config:
           then byte-compiled: the root file system is read-only at run time. Pip itself runs
           from outside the image and never becomes part of it.
   config  user, working directory, entry point, command, environment, ports and labels read
-          from the Dockerfile's final stage (hack/dockerfile.py), so the two cannot drift.
+          from the Dockerfile's final stage (hack/dockerfile.py), so the two cannot drift;
+          its build arguments are the project's version and the git commit (OCI labels
+          org.opencontainers.image.version and .revision, and IMAGESTREAMS_REVISION).
 
 Each layer is cached in ~/.cache/imagestreams/images, keyed by a hash of its inputs: the base
 by suite, packages, mirrors and BUILDER_VERSION (so it does not follow Debian's updates by
@@ -50,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +91,15 @@ PYTHON = "/usr/bin/python3"  # by absolute path: its sys.prefix, hence pip's sch
 COMPILE = (PYTHON, "-m", "compileall", "-q", "-f", "--invalidation-mode", "unchecked-hash")
 UNCHECKED_HASH = (1).to_bytes(4, "little")  # the flags word of such a .pyc (PEP 552)
 SITE_PROBE = "import sysconfig; print(sysconfig.get_path('purelib'))"
+# Imported in the finished image, as its user, like the Dockerfile's last RUN step: the
+# programs' modules and the gunicorn worker class the webhook runs (`--help` loads none of
+# them, and a dependency missing from the lock only showed as crash-looping pods).
+RUNTIME_MODULES = (
+    "webhook.serving.server",
+    "gunicorn.workers.ggevent",
+    "webhook.controller.reconciler",
+)
+SELF_CHECK = "import " + ", ".join(RUNTIME_MODULES)
 
 # Pip, run by Debian's python3 inside the root file system from a copy outside /usr/local.
 # The hashes are checked twice: when the wheels are downloaded and when they are installed.
@@ -485,6 +497,7 @@ def verify(rootfs: Path, config: Mapping[str, Any], site: str) -> None:
     env = dict(item.split("=", 1) for item in settings["Env"])
     user, cwd = settings["User"], settings["WorkingDir"]
     chroot(rootfs, *settings["Entrypoint"], "--help", env=env, user=user, cwd=cwd)
+    chroot(rootfs, PYTHON, "-c", SELF_CHECK, env=env, user=user, cwd=cwd)
     check = "import importlib.util as u; print(*[m for m in ('pip', 'setuptools', 'wheel') if u.find_spec(m)])"  # noqa: E501
     if left := chroot(rootfs, PYTHON, "-c", check, env=env, user=user).split():
         raise ImageError(f"installers left in the image: {left}")
@@ -498,9 +511,29 @@ def verify(rootfs: Path, config: Mapping[str, Any], site: str) -> None:
 # --- image ---------------------------------------------------------------------------------
 
 
+def build_args() -> dict[str, str]:
+    """The Dockerfile's build arguments for this build: the project's version and the git
+    commit of its sources (`-dirty` when the image's inputs differ from it)."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    return {"VERSION": str(version), "REVISION": git_revision()}
+
+
+def git_revision() -> str:
+    """HEAD's commit, with `-dirty` when the files the image is built from have uncommitted
+    changes; "unknown" outside a git checkout."""
+    inputs = [*APP_SOURCES, LOCK.name, "Dockerfile"]
+    try:
+        commit = run(["git", "-C", ROOT, "rev-parse", "HEAD"]).strip()
+        changed = run(["git", "-C", ROOT, "status", "--porcelain", "--", *inputs]).strip()
+    except (ImageError, OSError):
+        return "unknown"
+    return f"{commit}-dirty" if changed else commit
+
+
 def image_config(layers: Sequence[Layer] = ()) -> dict[str, Any]:
-    """The OCI image config: the Dockerfile's final stage's settings after BASE_ENV."""
-    settings = dockerfile.runtime_config(dockerfile.load()[-1])
+    """The OCI image config: the Dockerfile's final stage's settings (with `build_args`)
+    after BASE_ENV."""
+    settings = dockerfile.runtime_config(dockerfile.load()[-1], build_args())
     settings["Env"] = [*BASE_ENV, *settings.get("Env", [])]
     return {
         "created": CREATED,

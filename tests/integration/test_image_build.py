@@ -37,11 +37,14 @@ def test_config_is_the_dockerfiles(registries: Registries, pushed: str) -> None:
     config = json.loads(registries.crane("config", pushed))
     assert (config["os"], config["architecture"]) == ("linux", image.debian_arch())
     settings = config["config"]
-    expected = dockerfile.runtime_config(dockerfile.load()[-1])
+    expected = dockerfile.runtime_config(dockerfile.load()[-1], image.build_args())
     for key in ("User", "WorkingDir", "Entrypoint", "Cmd", "ExposedPorts", "Labels"):
         assert settings[key] == expected[key], key
     assert settings["User"] == "65532:65532" and settings["Entrypoint"] == ["imagestreams"]
     assert set(expected["Env"]) <= set(settings["Env"])
+    labels = settings["Labels"]
+    assert labels["org.opencontainers.image.revision"] == image.git_revision()
+    assert labels["org.opencontainers.image.version"] == image.build_args()["VERSION"]
     manifest = json.loads(registries.crane("manifest", pushed))
     assert len(manifest["layers"]) == len(config["rootfs"]["diff_ids"]) == 2
 

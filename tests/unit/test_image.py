@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -82,9 +83,10 @@ def test_same_user_entry_point_command_and_working_directory(
 def test_same_environment_ports_and_labels(final: dockerfile.Stage, config: dict[str, Any]) -> None:
     env = config["Env"]
     assert isinstance(env, list)
+    args = dockerfile.arguments(final, image.build_args())
     for value in final.all("ENV"):
         for assignment in value.replace("\\", " ").split():
-            assert assignment in env, assignment
+            assert dockerfile.substitute(assignment.replace('"', ""), args) in env, assignment
     # What the Dockerfile's base image adds: the console script must be on PATH.
     path = next(e for e in env if e.startswith("PATH=")).removeprefix("PATH=")
     assert "/usr/local/bin" in path.split(":")
@@ -96,6 +98,45 @@ def test_same_environment_ports_and_labels(final: dockerfile.Stage, config: dict
         for key in re.findall(r"([\w.-]+)=", value):
             assert key in labels, key
     assert labels["org.opencontainers.image.title"] == "imagestreams"
+
+
+def test_oci_labels_say_which_build_this_is(
+    final: dockerfile.Stage, config: dict[str, Any]
+) -> None:
+    labels = config["Labels"]
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert labels["org.opencontainers.image.version"] == version
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    revision = labels["org.opencontainers.image.revision"]
+    assert revision in (commit, f"{commit}-dirty")
+    assert f"IMAGESTREAMS_REVISION={revision}" in config["Env"]  # --version, build_info
+    assert labels["org.opencontainers.image.source"].startswith("https://")
+    # `docker build` without build arguments still labels the right version.
+    defaults = dockerfile.arguments(final)
+    assert defaults["VERSION"] == version
+    assert (
+        dockerfile.runtime_config(final)["Labels"]["org.opencontainers.image.revision"]
+        == (defaults["REVISION"])
+    )
+
+
+def test_both_builds_import_the_runtime_modules(final: dockerfile.Stage) -> None:
+    # The Dockerfile's last RUN runs the same check as hack/image.py's verify().
+    install = " ".join(final.all("RUN"))
+    assert f'python -c "{image.SELF_CHECK}"' in install
+    assert {"webhook.serving.server", "gunicorn.workers.ggevent"} <= set(image.RUNTIME_MODULES)
+
+
+def test_the_self_check_fails_on_a_missing_runtime_dependency() -> None:
+    ok = subprocess.run([sys.executable, "-c", image.SELF_CHECK], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    # packaging: what the gevent worker imports and the image once lacked.
+    blocked = f"import sys; sys.modules['packaging'] = None; {image.SELF_CHECK}"
+    missing = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True)
+    assert missing.returncode != 0
+    assert "packaging" in missing.stderr
 
 
 # --- both install the Python packages from the one lock ------------------------------------
@@ -132,6 +173,23 @@ def test_the_venv_installs_the_lock_first() -> None:
     makefile = (ROOT / "Makefile").read_text()
     locked = makefile.index("install -q --require-hashes -r requirements.lock")
     assert locked < makefile.index("install -q -e '.[test]'")
+
+
+def test_ci_installs_through_the_locked_venv() -> None:
+    # .ci/run runs `make test`, whose first prerequisite is the venv installed from the lock;
+    # no other pip install runs in CI.
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, re.MULTILINE)
+    assert not re.search(r"\bpip3? install\b", ci)
+    makefile = (ROOT / "Makefile").read_text()
+    test_target = re.search(r"^test: (.*)$", makefile, re.MULTILINE)
+    assert test_target and test_target[1].split()[0] == "venv"
+    installs = re.findall(r"pip install [^\n]*", makefile)
+    assert installs == [
+        "pip install -q --require-hashes -r requirements.lock",
+        "pip install -q -e '.[test]'",
+        "pip install -q 'uv==$(UV_VERSION)'",  # `make lock` only: the tool that writes it
+    ]
 
 
 # --- the lock ------------------------------------------------------------------------------
