@@ -142,6 +142,24 @@ def test_replica_set_pod_is_not_sent_and_a_bare_pod_is_resolved(
     assert requests_seen(namespace.cluster) == before + 1
 
 
+def test_ephemeral_containers_subresource_is_still_sent(
+    namespace: Namespace, app_image: Image
+) -> None:
+    """The one subresource the webhook resolves (`kubectl debug`): the condition on
+    subresources lets it through, and the debug container's short name is pinned."""
+    namespace.stream("app", {"1.0": app_image})
+    cluster = namespace.cluster
+    cluster.apply(pod(namespace.name, "registry.example/web:1", []))
+    target = json.loads(namespace.kubectl("get", "pod", "probe", "-o", "json").stdout)
+    target["spec"]["ephemeralContainers"] = [{"name": "debug", "image": "app:1.0"}]
+    before = requests_seen(cluster, "Pod")
+    path = f"/api/v1/namespaces/{namespace.name}/pods/probe/ephemeralcontainers"
+    cluster.kubectl("replace", "--raw", path, "-f", "-", input=json.dumps(target))
+    image = namespace.get("pod", "probe", "{.spec.ephemeralContainers[0].image}")
+    assert image == app_image.pinned
+    assert requests_seen(cluster, "Pod") == before + 1
+
+
 def test_scale_subresource_is_not_sent(namespace: Namespace) -> None:
     namespace.kubectl("create", "deployment", "web", "--image", "registry.example/web:1")
     before = requests_seen(namespace.cluster, "Deployment")
