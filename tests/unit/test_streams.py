@@ -537,3 +537,25 @@ def test_an_edit_is_stamped_newer_than_what_status_recorded() -> None:
     old = _stream_at(9, _tag("t", generation=2), seen=2)
     new = _stream_at(9, _tag("t", "quay.io/x/app:2", generation=2), seen=2)
     assert generation_stamps(new, old) == {0: 10}
+
+
+def test_a_stream_is_read_once_per_round_of_a_tee() -> None:
+    """Inside reading_once (one object's round of a Tee's sinks) the object is read once
+    and its entry computed once; outside, and in the next round, it is read afresh."""
+    from webhook.model.streams import entry_once, read_once, reading_once
+
+    obj = {
+        "metadata": {"name": "a", "namespace": "team"},
+        "spec": {"lookupPolicy": {"local": True}},
+        "status": {"tags": [{"tag": "1", "items": [_event(DIGEST_A)]}]},
+    }
+    with reading_once():
+        first = read_once(obj)
+        assert read_once(obj) is first
+        assert entry_once(first) is entry_once(first)
+    assert read_once(obj) is not first
+    obj["spec"]["lookupPolicy"]["local"] = False
+    with reading_once():
+        assert read_once(obj).lookup_local is False
+    with reading_once(), pytest.raises(InvalidImageStream):
+        read_once({"metadata": {}})

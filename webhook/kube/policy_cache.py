@@ -24,7 +24,7 @@ from webhook.kube.watch import Watcher
 from webhook.model import policy
 from webhook.model.policy import InvalidPolicy, Policy, parse_policy
 from webhook.model.resolution import StreamLookup
-from webhook.model.streams import InvalidImageStream, StreamEntry, own, parse_image_stream
+from webhook.model.streams import InvalidImageStream, StreamEntry, own, read_once
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ class _ImagesLoading:
 def _images(obj: Mapping[str, Any]) -> array[int]:
     """The sorted keys of the distinct pairs a stream holds."""
     try:
-        images = policy.stream_images(parse_image_stream(obj))
+        images = policy.stream_images(read_once(obj))
     except InvalidImageStream:
         return _EMPTY  # index.py logs it once already
     return array("Q", sorted({_pair_key(repository, digest) for repository, digest in images}))

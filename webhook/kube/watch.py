@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from webhook.kube.connect import GROUP, PLURAL, VERSION
 from webhook.model.backoff import backoff
+from webhook.model.streams import reading_once
 
 log = logging.getLogger(__name__)
 
@@ -308,14 +309,16 @@ class Tee:
     def replace_all(self, objs: Iterable[Mapping[str, Any]]) -> None:
         loaders = [sink.loader() for sink in self._sinks]
         for obj in objs:
-            for loading in loaders:
-                loading.add(obj)
+            with reading_once():
+                for loading in loaders:
+                    loading.add(obj)
         for loading in loaders:
             loading.commit()
 
     def upsert(self, obj: Mapping[str, Any]) -> None:
-        for sink in self._sinks:
-            sink.upsert(obj)
+        with reading_once():
+            for sink in self._sinks:
+                sink.upsert(obj)
 
     def delete(self, obj: Mapping[str, Any]) -> None:
         for sink in self._sinks:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from webhook.model import reference, workloads
 from webhook.model.resolution import resolve_image
-from webhook.model.streams import LOCAL_POLICY, ImageStream, StreamEntry, stream_entry
+from webhook.model.streams import LOCAL_POLICY, ImageStream, StreamEntry, entry_once
 
 GROUP, VERSION, PLURAL, KIND = "imagestreams.io", "v1alpha1", "imagepolicies", "ImagePolicy"
 
@@ -291,30 +291,43 @@ def stream_images(stream: ImageStream) -> frozenset[tuple[str, str]]:
     its Local copy when the tag's policy is Local, and every tag's current pinned reference."""
     found: set[tuple[str, str]] = set()
     local_repo = _normalized_name(stream.status_repository) if stream.status_repository else None
+    names: dict[str, str | None] = {}  # a tag's history shares one repository: read it once
     for history in stream.status_tags:
         spec = stream.spec_tag(history.tag)
         local = spec is not None and spec.reference_policy == LOCAL_POLICY and local_repo
         for event in history.items:
-            pinned = _pinned(event.docker_image_reference, event.image)
+            pinned = _pinned(event.docker_image_reference, event.image, names)
             if pinned is None:
                 continue
             found.add(pinned)
             if local and local_repo:
                 found.add((local_repo, pinned[1]))
-    for ref in stream_entry(stream).images.values():
-        pinned = _pinned(ref, "") if ref else None
+    for ref in entry_once(stream).images.values():
+        pinned = _pinned(ref, "", names) if ref else None
         if pinned is not None:
             found.add(pinned)
     return frozenset(found)
 
 
-def _pinned(ref_text: str, image: str) -> tuple[str, str] | None:
-    try:
-        ref = reference.parse_normalized(ref_text)
-    except reference.InvalidReference:
+def _pinned(ref_text: str, image: str, names: dict[str, str | None]) -> tuple[str, str] | None:
+    """(normalized repository, digest) of a history event, or None when it names none.
+
+    The same as reading the whole reference: it is valid when its digest (if any) is and
+    the rest is; `names` remembers what the rest normalizes to."""
+    rest, at, ref_digest = ref_text.partition("@")
+    if at and not reference.is_valid_digest(ref_digest):
         return None
-    digest = image if reference.is_valid_digest(image) else ref.digest
-    return (ref.name, digest) if digest else None
+    if rest not in names:
+        try:
+            names[rest] = reference.parse_normalized(rest).name
+        except reference.InvalidReference:
+            names[rest] = None
+    name = names[rest]
+    if name is None:
+        return None
+    same = at and image == ref_digest  # as written by the controller: checked above
+    digest = image if same or reference.is_valid_digest(image) else ref_digest
+    return (name, digest) if digest else None
 
 
 def _normalized_name(text: str) -> str | None:

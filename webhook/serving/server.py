@@ -3,9 +3,9 @@
 Each worker builds its own app and index after the fork (threads do not survive a fork),
 so in cluster mode every worker runs its own watch. A fresh worker takes connections only
 once its indexes are loaded (or INDEX_WAIT has passed, so that probes are answered and say
-why it is not ready): until then the other workers take them, and answer from a loaded
-index. Certificates are re-read when their files change, so a rotated certificate is
-served without a restart.
+why it is not ready; a streams file, however long it takes, with heartbeats meanwhile):
+until then the other workers take them, and answer from a loaded index. Certificates are
+re-read when their files change, so a rotated certificate is served without a restart.
 
 Workers are gevent workers (`DeadlineWorker`): every connection has a greenlet of its own,
 so a client slow to finish its TLS handshake, its headers or its body holds a few dozen
@@ -133,27 +133,59 @@ def build_app(options: ServeOptions) -> Any:
     from webhook.kube.policy_cache import PolicyIndex, StreamImages
     from webhook.kube.watch import StreamWatcher, Tee
     from webhook.serving.app import AppConfig, create_app
-    from webhook.serving.stream_index import StreamIndex, iter_streams
+    from webhook.serving.stream_index import StreamIndex
 
     index = StreamIndex()
     images = StreamImages()
     policy = PolicyIndex(index, images)
     connection = None
+    file_loaded = None
     if options.streams_file:
-        Tee(index, images).replace_all(iter_streams(options.streams_file))
+        # On a thread (a greenlet, in a gevent worker), as a watch's list is: loading 50,000
+        # streams takes longer than gunicorn's worker timeout, and a worker still in
+        # build_app cannot tell the arbiter it is alive. DeadlineWorker.run waits for the
+        # end of the load (file_loaded) before it takes connections, sending heartbeats.
+        file_loaded = threading.Event()
+        threading.Thread(
+            target=_load_file,
+            args=(Yielding(Tee(index, images)), options.streams_file, file_loaded),
+            name="load-streams",
+            daemon=True,
+        ).start()
     else:
         connection = connect(options.kubeconfig, options.context)
         sinks = Yielding(Tee(index, images))
         StreamWatcher(sinks, custom_objects(connection)).start()
     if not options.policies:
         _wait_loaded([index], options.index_wait)
-        return create_app(AppConfig(index=index))
+        return _with_file_load(create_app(AppConfig(index=index)), file_loaded)
     if options.policies_file or connection is None:
         policy.load_files(options.policies_file)
     else:
         policy.watch(connection.api_client)
     _wait_loaded([index, policy.policies, policy.namespaces, images], options.index_wait)
-    return create_app(AppConfig(index=index, policy=policy))
+    return _with_file_load(create_app(AppConfig(index=index, policy=policy)), file_loaded)
+
+
+FILE_LOADED = "imagestreams.file_loaded"  # the app's extension: set when --streams-file is read
+
+
+def _with_file_load(app: Any, loaded: threading.Event | None) -> Any:
+    if loaded is not None:
+        app.extensions[FILE_LOADED] = loaded
+    return app
+
+
+def _load_file(sink: Yielding, path: str, done: threading.Event) -> None:
+    from webhook.serving.stream_index import iter_streams
+
+    try:
+        sink.replace_all(iter_streams(path))
+        log.info("loaded %d streams from %s", len(sink), path)
+    except Exception:  # serve() read it before the fork: the file changed since
+        log.exception("could not load the streams file %s; this worker is not ready", path)
+    finally:
+        done.set()
 
 
 class _Loading(Protocol):
@@ -247,13 +279,19 @@ class DeadlineWorker(GeventWorker):  # type: ignore[misc]
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
+        extensions = getattr(self.wsgi, "extensions", {})
+        self._file_loaded: threading.Event | None = extensions.get(FILE_LOADED)
         self.wsgi: Callable[..., Any] = partial(_route, self.wsgi, self._health_sockets)
 
     def run(self) -> None:
         servers = []
-        for listener in self.sockets:
+        # Probes first: while a streams file loads, the probe port says alive, not ready.
+        ordered = sorted(self.sockets, key=lambda s: s.getsockname()[1] != self.options.health_port)
+        for listener in ordered:
             listener.setblocking(True)
             health = listener.getsockname()[1] == self.options.health_port
+            if not health:
+                self._wait_for_file()
             # Each listener has its own pool: a full admission pool never delays a probe.
             pool = Pool(HEALTH_CONNECTIONS if health else self.worker_connections)
             handle = partial(self.handle_health if health else self.handle, listener)
@@ -266,6 +304,12 @@ class DeadlineWorker(GeventWorker):  # type: ignore[misc]
             self.notify()
             gevent.sleep(1.0)
         self._drain(servers)
+
+    def _wait_for_file(self) -> None:
+        """A streams file still loading: no reviews yet (the other workers, or the other
+        replicas, answer them), but heartbeats, or the arbiter would kill this worker."""
+        while self.alive and self._file_loaded is not None and not self._file_loaded.wait(1.0):
+            self.notify()
 
     def _drain(self, servers: Iterable[StreamServer]) -> None:
         """Stop accepting, let connections finish for graceful_timeout, then end them."""
@@ -437,8 +481,13 @@ def serve(options: ServeOptions) -> None:
     for path in (options.certfile, options.keyfile):
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path} does not exist (make one with `imagestreams certs`)")
-    if options.streams_file and not Path(options.streams_file).exists():
-        raise FileNotFoundError(f"streams file {options.streams_file} does not exist")
+    if options.streams_file:
+        from webhook.serving.stream_index import iter_streams
+
+        # Fail now, with the file's error, not in every worker. Read one stream at a time
+        # and kept nowhere: the master stays small (the workers are forked from it).
+        for _ in iter_streams(options.streams_file):
+            pass
     if options.health_port is not None and options.health_port == _port(options.bind):
         raise ValueError(f"--health-bind {options.health_bind} is the serving port")
     if options.policies_file:

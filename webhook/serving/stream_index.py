@@ -16,9 +16,9 @@ from webhook.kube.files import iter_documents_of_kinds, load_documents_of_kinds
 from webhook.model.streams import (
     InvalidImageStream,
     StreamEntry,
+    entry_once,
     own,
-    parse_image_stream,
-    stream_entry,
+    read_once,
 )
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
 
 def _entry_or_none(obj: Mapping[str, Any]) -> StreamEntry | None:
     try:
-        entry = stream_entry(parse_image_stream(obj))
+        entry = entry_once(read_once(obj))
     except InvalidImageStream as err:
         ns, name = _key(obj)
         log.warning("ignoring image stream %s/%s: %s", ns, name, err)
