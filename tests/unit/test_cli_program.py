@@ -126,3 +126,28 @@ def test_zsh_script_declares_the_command_and_every_verb() -> None:
 def test_an_unknown_shell_is_a_usage_error() -> None:
     result = run("imagestreams", "completion", "fish")
     assert result.returncode == 2 and "invalid choice: 'fish'" in result.stderr
+
+
+# --- kubectl's completion of the plugin -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("words", "expected", "directive"),
+    [
+        ([""], VERBS, 4),
+        (["-n", "demo", "create", "i"], ["imagestream", "imagestreamtag", "is", "istag"], 4),
+        (["set", "image-lookup", "--a"], ["--all"], 4),
+        (["create", "istag", "k:1", "--reference-policy", ""], ["local", "source"], 4),
+        (["create", "istag", "k:1", "--reference-policy=local", "--sch"], ["--scheduled"], 4),
+        (["resolve", "-f", ""], [], 0),  # a file name: the shell's own completion
+        (["completion", "z"], ["zsh"], 4),
+        (["policy", ""], ["check"], 4),
+    ],
+    ids=["verbs", "flags before", "a flag", "a flag's values", "flag=value", "a file", "z", "sub"],
+)
+def test_kubectl_complete_answers_cobras_protocol(
+    words: list[str], expected: list[str], directive: int
+) -> None:
+    result = run("kubectl_complete-imagestream", *words)
+    *candidates, last = result.stdout.splitlines()
+    assert (candidates, last) == (expected, f":{directive}")
