@@ -85,6 +85,15 @@ def rss_kib(pid: int | str = "self", field: str = "VmRSS") -> int:
     return 0
 
 
+def pss_kib(pid: int | str = "self") -> int:
+    """Proportional set size: pages shared with other processes (a gunicorn master and its
+    workers) count for a share each, so the PSS of a process tree is what it holds."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
 def tree_rss_kib(pid: int) -> int:
     total = 0
     for p in tree(pid):

@@ -5,7 +5,8 @@
 Sections (each figure is measured in the same run as its baseline):
   http       1+2. webhook over TLS under wrk vs the no-op floor (same gunicorn and TLS)
   resolve    3.   in-process µs per AdmissionReview at 100 … 100,000 streams
-  memory     4.   index RSS per 10,000 streams x 5 tags x 3 history items
+  memory     4.   index RSS per 10,000 streams x 5 tags x 3 history items, and each served
+                  worker's RSS at 10,000 and 50,000 streams, file- and watch-fed
   apiserver  5.   create deployment through a real kube-apiserver, webhook on vs off
   import     6.   controller import pass, then a scheduled pass, against a loopback registry,
                   at each of --import-streams (default 10,000; the issue's sizes: 10000,50000)
@@ -52,6 +53,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g = p.add_argument_group("resolve, memory (figures 3, 4)")
     g.add_argument("--sizes", help="index sizes for figure 3 (default 100,1000,10000,100000)")
     g.add_argument("--memory-streams", type=int, help="streams loaded for figure 4 (10000)")
+    g.add_argument("--memory-sizes", help="streams served for figure 4 (default 10000,50000)")
+    g.add_argument("--memory-modes", default="file,watch", help="file, watch or both")
     g = p.add_argument_group("apiserver, import (figures 5, 6)")
     g.add_argument("--creates", type=int, help="creates per side for figure 5 (default 200)")
     g.add_argument(
@@ -113,8 +116,14 @@ def run_resolve(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_memory(args: argparse.Namespace) -> dict[str, Any]:
     from bench.inproc import bench_memory
+    from bench.webhook_memory import bench_served_memory
 
-    return bench_memory(args.memory_streams or (1000 if args.quick else 10_000), log=log)
+    out = bench_memory(args.memory_streams or (1000 if args.quick else 10_000), log=log)
+    default = "1000" if args.quick else "10000,50000"
+    sizes = [int(x) for x in (args.memory_sizes or default).split(",")]
+    modes = [m for m in args.memory_modes.split(",") if m]
+    out["served"] = bench_served_memory(sizes, modes, workers=args.workers, log=log)
+    return out
 
 
 def run_cluster_sections(args: argparse.Namespace, which: list[str]) -> dict[str, Any]:
@@ -224,6 +233,24 @@ def _ms(latency: dict[str, float]) -> str:
     return "p50 {p50} / p90 {p90} / p99 {p99} / max {max} ms".format(**latency)
 
 
+def served_memory_rows(served: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Figure 4, served: the largest worker's RSS and peak beside the issue's target."""
+    rows = []
+    for mode in ("file", "watch"):
+        for row in served.get(mode, []):
+            ok = "meets" if row["max_peak_mib"] <= row["target_mib"] else "OVER"
+            rows.append(
+                (
+                    "4 webhook memory",
+                    f"RSS per worker, {mode}-fed, {row['streams']} streams",
+                    f"{row['max_rss_mib']} MiB, peak {row['max_peak_mib']} MiB (target ≤ "
+                    f"{row['target_mib']:g} MiB: {ok}; {row['workers']} workers; pod PSS "
+                    f"{row['pod_pss_mib']} MiB; ready in {row['ready_s']} s)",
+                )
+            )
+    return rows
+
+
 def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     before, after = results["machine_before"], results.get("machine_after", {})
     load = " ".join(f"{x:.2f}" for x in before["loadavg"])
@@ -321,6 +348,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{m['file_load_rss_mib_per_10k']} / {m['file_load_peak_mib_per_10k']} MiB",
             )
         )
+        rows += served_memory_rows(m.get("served", {}))
     if "apiserver" in s:
         a = s["apiserver"]
         for side in ("without_webhook", "floor_webhook", "with_webhook"):

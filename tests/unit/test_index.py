@@ -159,3 +159,22 @@ def test_a_json_streams_file_is_indexed_one_stream_at_a_time(tmp_path: Path) -> 
         tracemalloc.stop()
     assert len(index) == 500 and index.get("team", "s499") is not None
     assert peak - kept < 2 * 2**20, f"{(peak - kept) / 2**20:.1f} MiB parsed at once"
+
+
+def test_stream_images_keep_the_last_of_a_stream_listed_twice() -> None:
+    """Two files may hold the same stream: its last copy counts, as in the admission index."""
+    from webhook.kube.policy_cache import StreamImages
+
+    images = StreamImages()
+    images.replace_all(
+        [
+            image_stream("a", tags={"1": f"quay.io/x/a@{DIGEST_A}"}),
+            image_stream("b", tags={"1": f"quay.io/x/a@{DIGEST_A}"}),
+            image_stream("a", tags={"1": f"quay.io/x/a@{DIGEST_B}"}),
+        ]
+    )
+    assert images.contains("team", "quay.io/x/a", DIGEST_A)  # b still holds it
+    assert images.contains("team", "quay.io/x/a", DIGEST_B)
+    images.delete({"metadata": {"name": "b", "namespace": "team"}})
+    assert not images.contains("team", "quay.io/x/a", DIGEST_A)
+    assert images.contains("team", "quay.io/x/a", DIGEST_B) and len(images) == 1

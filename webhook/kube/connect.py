@@ -94,3 +94,9 @@ def _in_cluster_namespace() -> str:
             return f.read().strip() or "default"
     except OSError:
         return "default"
+
+
+def import_client() -> None:
+    """Import the kubernetes client (every model of the API, ~30 MiB) now: the webhook's
+    master does, so that its workers share those pages instead of importing it each."""
+    import kubernetes.client  # noqa: F401

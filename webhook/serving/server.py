@@ -19,6 +19,8 @@ its own listener and connection pool: no number of admission connections delays 
 from __future__ import annotations
 
 import contextlib
+import gc
+import importlib
 import itertools
 import logging
 import math
@@ -497,4 +499,22 @@ def serve(options: ServeOptions) -> None:
     # Metrics are shared across workers through files in this directory.
     if not os.environ.get(MULTIPROC_ENV):
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="imagestreams-metrics-")
+    _share_modules(watch=not options.streams_file)
     WebhookServer(options).run()
+
+
+def _share_modules(*, watch: bool) -> None:
+    """Import in the master what every worker imports, so that the workers share those
+    pages (copy-on-write) instead of each holding its own copy: Flask, prometheus_client
+    and our modules (~35 MiB), and the kubernetes client for a watch (~30 MiB: every model
+    of the API). gc.freeze() keeps the collector from writing to their objects, which
+    would copy the pages it touches into every worker. Indexes and threads are still
+    built after the fork (build_app), in each worker."""
+    for module in ("webhook.serving.app", "webhook.kube.policy_cache", "webhook.kube.watch"):
+        importlib.import_module(module)  # Flask, prometheus_client, admission, the caches
+    if watch:
+        from webhook.kube.connect import import_client
+
+        import_client()
+    gc.collect()
+    gc.freeze()

@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from webhook.kube.files import iter_documents_of_kinds, load_documents_of_kinds
@@ -22,6 +23,9 @@ from webhook.model.streams import (
 )
 
 log = logging.getLogger(__name__)
+
+# Most streams have no notes: one shared empty mapping, not an empty dict each (64 bytes).
+_NO_NOTES: Mapping[str, str] = MappingProxyType({})
 
 
 class StreamIndex:
@@ -105,7 +109,7 @@ def _entry_or_none(obj: Mapping[str, Any]) -> StreamEntry | None:
         name=own(entry.name),
         lookup_local=entry.lookup_local,
         images={own(tag): None if ref is None else own(ref) for tag, ref in entry.images.items()},
-        notes=entry.notes,
+        notes=entry.notes or _NO_NOTES,
     )
 
 
