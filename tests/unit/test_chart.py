@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -1369,6 +1370,19 @@ def test_artifacthub_lists_every_crd() -> None:
     assert all(c["description"] for c in listed)
     assert chart["annotations"]["artifacthub.io/license"] == "Apache-2.0"
     assert (CHART / "LICENSE").read_bytes() == (ROOT / "LICENSE").read_bytes()
+
+
+def test_the_packaged_chart_keeps_crds_tests_license_and_readme(tmp_path: Path) -> None:
+    """`helm package` applies .helmignore: what is published still renders the CRDs and the
+    `helm test` pod, and carries the license and the README."""
+    helm("package", str(CHART), "-d", str(tmp_path))
+    (archive,) = tmp_path.glob("imagestreams-*.tgz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"imagestreams/LICENSE", "imagestreams/README.md"} <= names
+    docs = [d for d in yaml.safe_load_all(helm("template", RELEASE, str(archive)).stdout) if d]
+    assert len([d for d in docs if d["kind"] == "CustomResourceDefinition"]) == 2
+    assert [d for d in docs if d["kind"] == "Pod" and is_test_hook(d)]
 
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
