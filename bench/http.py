@@ -121,7 +121,9 @@ class Server:
                 self.process.wait(5)
 
 
-def start_server(name: str, cmd: list[str], port: int, ca: str, workdir: Path) -> Server:
+def start_server(
+    name: str, cmd: list[str], port: int, ca: str, workdir: Path, timeout: float = 180
+) -> Server:
     log = workdir / f"{name}.log"
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(dir=workdir)}
     with log.open("wb") as out:
@@ -129,7 +131,7 @@ def start_server(name: str, cmd: list[str], port: int, ca: str, workdir: Path) -
             cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     server = Server(name, process, port, log, ca)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + timeout
     while not server.ready():
         if process.poll() is not None or time.monotonic() > deadline:
             server.stop()
@@ -137,7 +139,7 @@ def start_server(name: str, cmd: list[str], port: int, ca: str, workdir: Path) -
             raise BenchError(f"{name} did not become ready; its log ends:\n{tail}")
         time.sleep(0.2)
     # /readyz answers as soon as one worker is up: wait until every worker has loaded.
-    machine.wait_idle(process.pid, timeout=120)
+    machine.wait_idle(process.pid, timeout=timeout)
     server.cpu_at_ready = machine.tree_cpu_seconds(process.pid)
     server.rss_kib = machine.tree_rss_kib(process.pid)
     return server

@@ -51,7 +51,8 @@ def measure_serve(
     cmd += ["--certfile", str(certs / "tls.crt"), "--keyfile", str(certs / "tls.key")]
     cmd += ["--workers", str(workers), "--log-level", "warning", *args]
     started = time.monotonic()
-    server = start_server(name, cmd, port, str(certs / "ca.crt"), workdir)
+    # 50,000 streams take each worker a minute of CPU to load; more on a busy machine.
+    server = start_server(name, cmd, port, str(certs / "ca.crt"), workdir, timeout=900)
     try:
         ready_s = time.monotonic() - started
         pids = machine.children(server.process.pid)

@@ -3,6 +3,7 @@ ImagePolicy checks and `imagestreams resolve` share (DESIGN.md "Admission")."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Protocol
 
 from webhook.model import reference
@@ -20,13 +21,28 @@ def candidate(image: str, force: bool = False) -> reference.Reference | None:
     (`force`) any reference without a digest is. A malformed string is not ours to judge:
     the runtime will report it.
     """
-    try:
-        ref = reference.parse(image)
-    except reference.InvalidReference:
+    ref = _parsed(image) if len(image) <= _CACHED_LENGTH else _parse_or_none(image)
+    if ref is None:
         return None
     if ref.digest is not None or not (ref.is_short or force):
         return None
     return ref
+
+
+# Parsing a reference is a third of resolving one; a cluster's workloads name the same few
+# hundred images again and again. Longer strings are no reference (the name is at most 255
+# characters after a host): parsed each time, so the cache holds 4096 short strings at most.
+_CACHED_LENGTH = 512
+
+
+def _parse_or_none(image: str) -> reference.Reference | None:
+    try:
+        return reference.parse(image)
+    except reference.InvalidReference:
+        return None
+
+
+_parsed = lru_cache(maxsize=4096)(_parse_or_none)
 
 
 def resolve_image(

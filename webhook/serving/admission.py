@@ -18,6 +18,7 @@ from webhook.model.streams import InvalidImageStream, generation_stamps
 from webhook.model.workloads import (
     controlled_by_builtin_workload,
     images_to_resolve,
+    is_mapping,
     request_kind,
     request_namespace,
     resolve_names_forced,
@@ -50,12 +51,12 @@ def review(body: Any, streams: StreamLookup) -> dict[str, Any]:
 
 
 def parse_review(body: Any) -> Mapping[str, Any]:
-    if not isinstance(body, Mapping):
+    if not is_mapping(body):
         raise BadReview("body must be a JSON object (an AdmissionReview)")
     if body.get("apiVersion") != "admission.k8s.io/v1" or body.get("kind") != "AdmissionReview":
         raise BadReview("expected apiVersion admission.k8s.io/v1, kind AdmissionReview")
     request = body.get("request")
-    if not isinstance(request, Mapping):
+    if not is_mapping(request):
         raise BadReview("AdmissionReview has no request")
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
@@ -69,10 +70,10 @@ def mutate(request: Mapping[str, Any], streams: StreamLookup, *, loaded: bool = 
     `loaded` False: the stream index has not been listed yet, so no image is resolved and
     each one that would have been looked up is named in a warning."""
     obj = request.get("object")
-    if request.get("operation") not in ("CREATE", "UPDATE") or not isinstance(obj, Mapping):
+    if request.get("operation") not in ("CREATE", "UPDATE") or not is_mapping(obj):
         return Outcome()
     old = request.get("oldObject") if request.get("operation") == "UPDATE" else None
-    old = old if isinstance(old, Mapping) else None
+    old = old if is_mapping(old) else None
     if is_image_stream(request):
         return stamp_generations(obj, old)
     kind = request_kind(request)
@@ -130,7 +131,7 @@ def respond(uid: str, outcome: Outcome) -> dict[str, Any]:
 def is_image_stream(request: Mapping[str, Any]) -> bool:
     kind = request.get("kind")
     return (
-        isinstance(kind, Mapping)
+        is_mapping(kind)
         and kind.get("group") == "image.openshift.io"
         and kind.get("kind") == "ImageStream"
         and not request.get("subResource")

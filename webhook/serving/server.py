@@ -159,13 +159,14 @@ def build_app(options: ServeOptions) -> Any:
         sinks = Yielding(Tee(index, images))
         StreamWatcher(sinks, custom_objects(connection)).start()
     if not options.policies:
-        _wait_loaded([index], options.index_wait)
+        _wait_loaded([] if file_loaded else [index], options.index_wait)
         return _with_file_load(create_app(AppConfig(index=index)), file_loaded)
     if options.policies_file or connection is None:
         policy.load_files(options.policies_file)
     else:
         policy.watch(connection.api_client)
-    _wait_loaded([index, policy.policies, policy.namespaces, images], options.index_wait)
+    streams: list[_Loading] = [] if file_loaded else [index, images]  # file: run() waits
+    _wait_loaded([*streams, policy.policies, policy.namespaces], options.index_wait)
     return _with_file_load(create_app(AppConfig(index=index, policy=policy)), file_loaded)
 
 
