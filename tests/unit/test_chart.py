@@ -763,6 +763,25 @@ def test_registry_cas_and_proxies(rendered: dict[str, list[Doc]], defaults: list
     assert "registry-ca" not in {v["name"] for v in default_spec["volumes"]}
 
 
+def test_proxy_urls_from_a_secret(tmp_path: Path) -> None:
+    extra = {"name": "EXTRA", "value": "1"}
+    values = {"controller": {"proxy": {"existingSecret": "proxy-auth"}, "env": [extra]}}
+    deployment = find(render(values, tmp_path), "Deployment", f"{FULLNAME}-controller")
+    env = pod_spec(deployment)["containers"][0]["env"]
+    assert env == [
+        {
+            "name": "IMAGESTREAMS_HTTPS_PROXY",
+            "valueFrom": {"secretKeyRef": {"name": "proxy-auth", "key": "https", "optional": True}},
+        },
+        {
+            "name": "IMAGESTREAMS_HTTP_PROXY",
+            "valueFrom": {"secretKeyRef": {"name": "proxy-auth", "key": "http", "optional": True}},
+        },
+        extra,
+    ]
+    assert not [a for a in args_of(deployment) if "proxy" in a]  # no URL in the pod spec
+
+
 def test_pull_secrets_can_be_limited_to_namespaces(rendered: dict[str, list[Doc]]) -> None:
     docs = rendered["pull-secret-namespaces"]
     bindings = [d for d in docs if d["metadata"]["name"] == f"{FULLNAME}-controller-pull-secrets"]

@@ -88,3 +88,25 @@ def test_trust_adds_private_cas_to_the_default_roots(tmp_path: Path) -> None:
     names = {s.get("commonName") for s in subjects}
     assert {"first private CA", "second private CA"} <= names
     assert len(subjects) > 100  # the default roots are still there
+
+
+def test_controller_proxy_flags_default_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from webhook.cli.main import build_parser
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://shared.corp:3128")
+    monkeypatch.setenv("NO_PROXY", ".corp.example")
+    monkeypatch.delenv("IMAGESTREAMS_HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    args = build_parser().parse_args(["controller"])
+    assert (args.https_proxy, args.http_proxy, args.no_proxy) == (
+        "http://shared.corp:3128",
+        "",
+        ".corp.example",
+    )
+    # The chart's Secret-held URL (a password in it) wins over the shared variable ...
+    monkeypatch.setenv("IMAGESTREAMS_HTTPS_PROXY", "http://u:p@proxy.corp:3128")
+    assert build_parser().parse_args(["controller"]).https_proxy == "http://u:p@proxy.corp:3128"
+    # ... and a flag over both.
+    flagged = build_parser().parse_args(["controller", "--https-proxy", "http://other:1"])
+    assert flagged.https_proxy == "http://other:1"

@@ -244,22 +244,25 @@ def _add_controller(verbs: Verbs, common: argparse.ArgumentParser) -> None:
         " (repeatable; a file may hold a bundle)",
     )
     # The conventional variables are the defaults, read here and only here: the registry
-    # client itself never takes proxies from its environment.
+    # client itself never takes proxies from its environment. IMAGESTREAMS_HTTPS_PROXY comes
+    # first: a URL with a password, from a Secret, that the Kubernetes client (which reads
+    # HTTPS_PROXY for its API server connection) does not see.
     p.add_argument(
         "--https-proxy",
-        default=os.environ.get("HTTPS_PROXY", os.environ.get("https_proxy", "")),
+        default=_first_set("IMAGESTREAMS_HTTPS_PROXY", "HTTPS_PROXY", "https_proxy"),
         metavar="URL",
-        help="proxy for https:// registries (default: $HTTPS_PROXY)",
+        help="proxy for https:// registries (default: $IMAGESTREAMS_HTTPS_PROXY, else"
+        " $HTTPS_PROXY)",
     )
     p.add_argument(
         "--http-proxy",
-        default=os.environ.get("HTTP_PROXY", os.environ.get("http_proxy", "")),
+        default=_first_set("IMAGESTREAMS_HTTP_PROXY", "HTTP_PROXY", "http_proxy"),
         metavar="URL",
-        help="proxy for http:// registries (default: $HTTP_PROXY)",
+        help="proxy for http:// registries (default: $IMAGESTREAMS_HTTP_PROXY, else $HTTP_PROXY)",
     )
     p.add_argument(
         "--no-proxy",
-        default=os.environ.get("NO_PROXY", os.environ.get("no_proxy", "")),
+        default=_first_set("NO_PROXY", "no_proxy"),
         metavar="LIST",
         help="hosts, domains, IPs and CIDRs reached directly (default: $NO_PROXY)",
     )
@@ -322,6 +325,11 @@ def _add_controller(verbs: Verbs, common: argparse.ArgumentParser) -> None:
     )
     local.add_argument("--mirror-workers", type=int, default=2, help="copies run at once")
     p.set_defaults(run=_run_controller)
+
+
+def _first_set(*names: str) -> str:
+    """The first of these environment variables that is set and not empty, else ""."""
+    return next((os.environ[n] for n in names if os.environ.get(n)), "")
 
 
 def _run_controller(args: argparse.Namespace) -> int:
