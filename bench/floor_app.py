@@ -1,11 +1,13 @@
 """The floor: a no-op admission webhook under exactly `imagestreams serve`'s gunicorn and TLS.
 
     python -m bench.floor_app --bind 127.0.0.1:PORT --certfile F --keyfile F [--workers N]
-        [--health-bind HOST:PORT]
+        [--health-bind HOST:PORT] [--patch-file F]
 
 It reads the body, parses the JSON (it must, to echo the request's uid) and answers
-`allowed: true`: everything a Python webhook cannot avoid, and nothing of ours. It runs under
-`webhook.server.WebhookServer` itself, with only the WSGI app swapped, so the gunicorn
+`allowed: true`: everything a Python webhook cannot avoid, and nothing of ours. With
+--patch-file it also returns a fixed JSONPatch (figure 5: the same patch ours returns, so
+that what the API server spends applying a patch is counted in the floor, not in ours).
+It runs under `webhook.server.WebhookServer` itself, with only the WSGI app swapped, so the gunicorn
 settings (worker class and its deadlines, keep-alive, the cached `ReloadingSSLContext`)
 are the product's.
 Not part of the product CLI on purpose.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request
@@ -23,8 +26,11 @@ from flask import Flask, Response, request
 from webhook.serving.server import ServeOptions, WebhookServer
 
 
-def create_floor_app() -> Flask:
+def create_floor_app(patch: str | None = None) -> Flask:
+    """The floor; with `patch` (a base64 JSONPatch), it answers every review with that
+    patch, so that the API server's cost of applying one is in the floor too."""
     app = Flask("imagestreams-floor")
+    extra = {"patchType": "JSONPatch", "patch": patch} if patch else {}
 
     @app.post("/mutate")
     def mutate() -> Response:
@@ -33,7 +39,7 @@ def create_floor_app() -> Flask:
         answer = {
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
-            "response": {"uid": uid, "allowed": True},
+            "response": {"uid": uid, "allowed": True, **extra},
         }
         return Response(json.dumps(answer), mimetype="application/json")
 
@@ -45,8 +51,12 @@ def create_floor_app() -> Flask:
 
 
 class FloorServer(WebhookServer):
+    def __init__(self, options: ServeOptions, patch: str | None = None) -> None:
+        self.patch = patch
+        super().__init__(options)
+
     def load(self) -> Any:
-        return create_floor_app()
+        return create_floor_app(self.patch)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=ServeOptions.workers)
     parser.add_argument("--health-bind")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--patch-file", help="answer every review with this base64 JSONPatch")
     args = parser.parse_args(argv)
+    patch = Path(args.patch_file).read_text().strip() if args.patch_file else None
     options = ServeOptions(
         bind=args.bind,
         certfile=args.certfile,
@@ -66,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
         health_bind=args.health_bind,
     )
-    FloorServer(options).run()
+    FloorServer(options, patch).run()
     return 0
 
 
