@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import gevent
+from gevent import monkey
 from gevent.pool import Pool
 from gevent.server import StreamServer
 from gevent.socket import wait_read
@@ -510,7 +511,12 @@ def _share_modules(*, watch: bool) -> None:
     and our modules (~35 MiB), and the kubernetes client for a watch (~30 MiB: every model
     of the API). gc.freeze() keeps the collector from writing to their objects, which
     would copy the pages it touches into every worker. Indexes and threads are still
-    built after the fork (build_app), in each worker."""
+    built after the fork (build_app), in each worker.
+
+    The master patches first, as each gevent worker does when it boots: the kubernetes
+    client brings urllib3, which keeps references to ssl's classes, and patching ssl after
+    that makes every TLS context in the workers recurse until RecursionError."""
+    monkey.patch_all()
     for module in ("webhook.serving.app", "webhook.kube.policy_cache", "webhook.kube.watch"):
         importlib.import_module(module)  # Flask, prometheus_client, admission, the caches
     if watch:
