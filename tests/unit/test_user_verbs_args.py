@@ -12,11 +12,7 @@ from webhook.cli.main import build_parser, main
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
-    for name in ("kubeconfig", "context", "namespace"):
-        if not hasattr(args, name):
-            setattr(args, name, None)
-    return args
+    return build_parser().parse_args(argv)
 
 
 CLUSTER = ("-n", "demo", "--context", "dev", "--kubeconfig", "/tmp/kc")

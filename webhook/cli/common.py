@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from webhook.kube.connect import ClusterConfigError, Connection, connect
 
@@ -18,23 +18,25 @@ class CommandError(Exception):
     """A failure to report to the user as `error: …` with exit code 1."""
 
 
-def cluster_flags() -> argparse.ArgumentParser:
+def cluster_flags(default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
     """kubectl's connection flags (and the log format), accepted before or after the verb.
 
-    Defaults are SUPPRESS so that a flag given before the verb is not overwritten by the
-    subparser's default; `main` fills in None for flags given nowhere.
+    The verbs' copies default to SUPPRESS, so that a flag given before the verb is not
+    overwritten by the verb's default; the root parser's copy defaults to None, which
+    stands for a flag given nowhere. (Two copies: a parent's actions are shared, not copied,
+    by every parser built from it.)
     """
     flags = argparse.ArgumentParser(add_help=False)
     group = flags.add_argument_group("cluster connection")
-    group.add_argument("--kubeconfig", default=argparse.SUPPRESS, help="kubeconfig file")
-    group.add_argument("--context", default=argparse.SUPPRESS, help="kubeconfig context")
+    group.add_argument("--kubeconfig", default=default, help="kubeconfig file")
+    group.add_argument("--context", default=default, help="kubeconfig context")
     group.add_argument(
-        "-n", "--namespace", default=argparse.SUPPRESS, help="namespace (default: the context's)"
+        "-n", "--namespace", default=default, help="namespace (default: the context's)"
     )
     flags.add_argument(
         "--log-format",
         choices=("text", "json"),
-        default=argparse.SUPPRESS,
+        default=default,
         help="json: one JSON object a line, for log collectors (default text)",
     )
     return flags

@@ -33,9 +33,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     executable = program.executable(sys.argv[0])
     parser = build_parser(program.prog(executable), executable)
     args = parser.parse_args(argv)
-    for name in ("kubeconfig", "context", "namespace", "log_format"):
-        if not hasattr(args, name):
-            setattr(args, name, None)
     configure_logging(args.log_format or "text", logging.DEBUG if args.verbose else logging.INFO)
     try:
         result: int = args.run(args)
@@ -93,7 +90,7 @@ def build_parser(
     parser = argparse.ArgumentParser(
         prog=prog,
         description="OpenShift image streams on any Kubernetes cluster.",
-        parents=[common],
+        parents=[cluster_flags(default=None)],
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     program.add_version(parser)
