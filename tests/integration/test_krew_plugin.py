@@ -131,8 +131,11 @@ def test_first_run_installs_itself_and_answers_as_kubectl_imagestream(
     with tarfile.open(fileobj=io.BytesIO(archive.read_bytes())) as tar:
         tar.extractall(store, filter="data")
     (bin_dir / "kubectl-imagestream").symlink_to(store / "kubectl-imagestream")
+    # python3 on PATH: the interpreter the test's virtualenv was made from, not the
+    # virtualenv itself (whose packages would hide a broken install).
+    (bin_dir / "python3").symlink_to(Path(sys.base_prefix) / "bin" / "python3")
     env = {
-        "PATH": f"{bin_dir}:/usr/bin:/bin",  # the system's python3, not the test's venv
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
         "HOME": str(tmp_path),
         "PIP_CACHE_DIR": str(Path.home() / ".cache" / "imagestreams" / "pip"),
     }
