@@ -66,3 +66,45 @@ def test_the_initial_list_is_read_in_pages_into_a_complete_index(namespace: Name
             time.sleep(0.05)
     finally:
         watcher.stop()
+
+
+def test_a_list_whose_pages_expired_is_read_again_in_one_request(namespace: Namespace) -> None:
+    """A continue token expires (410) when reading the pages takes longer than the API server
+    keeps the list's snapshot: paging again could expire again (it did, at 50,000 streams
+    on a CPU-starved machine, in a loop), so the next list is one request, as client-go's
+    pager falls back to. Here the API server's 410 is played by the list function."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    for i in range(STREAMS):
+        namespace.cluster.apply(
+            {
+                "apiVersion": "image.openshift.io/v1",
+                "kind": "ImageStream",
+                "metadata": {"name": f"s{i}", "namespace": namespace.name},
+                "spec": {"lookupPolicy": {"local": True}},
+            }
+        )
+    api = client.CustomObjectsApi(
+        config.new_client_from_config(config_file=str(namespace.cluster.kubeconfig))
+    )
+    calls: list[dict[str, Any]] = []
+
+    def listing(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("watch"):
+            calls.append(kwargs)
+            if kwargs.get("_continue") and len(calls) == 2:
+                raise ApiException(status=410, reason="Expired")
+        return api.list_namespaced_custom_object(*args, **kwargs)
+
+    index = StreamIndex()
+    watcher = Watcher(index, listing, GROUP, VERSION, namespace.name, PLURAL, page_size=PAGE)
+    watcher.start()
+    try:
+        assert index.wait_ready(20), "the list never completed"
+        names = {f"s{i}" for i in range(STREAMS)}
+        assert {n for n in names if index.get(namespace.name, n) is not None} == names
+        assert [c.get("limit") for c in calls] == [PAGE, PAGE, None]
+        assert [bool(c.get("_continue")) for c in calls] == [False, True, False]
+    finally:
+        watcher.stop()
