@@ -319,3 +319,37 @@ def test_an_image_written_as_a_block_scalar_is_pinned_by_dumping_the_document(
     assert pod["spec"]["containers"][0]["image"] == f"quay.io/k/keycloak@{DIGEST_A}"
     assert pod["metadata"] == {"name": "p"}
     assert ">-" not in result.text  # dumped anew, not edited in place
+
+
+ALIASED = """\
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+  - {name: a, image: &img keycloak:20.0}
+  - {name: b, image: *img}
+  - {name: c, image: !!str keycloak:20.0}
+"""
+
+
+PINNED = f"quay.io/k/keycloak@{DIGEST_A}"
+
+
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        (ALIASED, [PINNED, PINNED, PINNED]),
+        (ALIASED.replace("!!str keycloak:20.0", "nginx"), [PINNED, PINNED, "nginx"]),
+        (
+            ALIASED.replace("&img keycloak:20.0", "nginx").replace("*img", "nginx"),
+            ["nginx", "nginx", PINNED],
+        ),
+    ],
+    ids=["anchor, alias and tag", "anchor and alias", "tag"],
+)
+def test_anchors_aliases_and_tags_are_pinned_by_dumping_the_document(
+    tmp_path: Path, manifest: str, expected: list[str]
+) -> None:
+    result = resolve_manifests(manifest, file_index(str(_streams(tmp_path))), "team", "a.yaml")
+    assert [c["image"] for c in yaml.safe_load(result.text)["spec"]["containers"]] == expected
+    assert "&img" not in result.text and "!!str" not in result.text  # dumped anew

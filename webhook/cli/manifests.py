@@ -47,7 +47,7 @@ class Document:
         """The text with the scalar at each JSON pointer replaced by its value and every
         other character as written (comments, order, quoting), or None when one of them is
         not a one-line plain or quoted scalar or the value would need escaping in it."""
-        spans = []
+        spans = {}
         for pointer, value in values.items():
             node = self._node_at(pointer)
             if not (
@@ -57,10 +57,15 @@ class Document:
                 and _VERBATIM.fullmatch(value)
             ):
                 return None
+            start, end = node.start_mark.index, node.end_mark.index
+            # An anchor or a tag starts the node's text: an alias elsewhere may name it, so
+            # it is not ours to rewrite; and one node reached twice is an alias.
+            if self.text[start] in "&!" or start in spans:
+                return None
             quote = node.style or ""
-            spans.append((node.start_mark.index, node.end_mark.index, f"{quote}{value}{quote}"))
+            spans[start] = (end, f"{quote}{value}{quote}")
         text = self.text
-        for start, end, new in sorted(spans, reverse=True):
+        for start, (end, new) in sorted(spans.items(), reverse=True):
             text = text[:start] + new + text[end:]
         return text
 
