@@ -76,7 +76,6 @@ class Watcher:
     ) -> None:
         self._index = sink
         self._page_size = page_size
-        self._whole_list = False  # the next list in one request: the last one's pages expired
         self._list_fn = list_fn
         self._args = args
         self._what = what
@@ -110,13 +109,6 @@ class Watcher:
                 failures = 0
             except ApiException as err:
                 if err.status == 410:
-                    if resource_version is None:
-                        # A continue token expired: reading the pages took longer than the
-                        # API server keeps the list's snapshot (etcd compaction, every 5 min),
-                        # as on a CPU-starved node at 50,000 streams. Paging again could
-                        # expire again; as client-go's pager does, the next list is one
-                        # request (its memory peak, once, is the price of getting through).
-                        self._whole_list = True
                     log.info("watch expired (410 Gone); relisting %s", self._what)
                     resource_version = None
                     continue
@@ -183,9 +175,8 @@ class Watcher:
         return backoff(failures, initial=min(1.0, cap), cap=cap, jitter=0.5)
 
     def _list(self) -> str:
-        pages = Pages(self._list_fn, self._args, None if self._whole_list else self._page_size)
+        pages = Pages(self._list_fn, self._args, self._page_size)
         self._index.replace_all(pages)
-        self._whole_list = False
         log.info("listed %d %s in %d pages", len(self._index), self._what, pages.count)
         return pages.resource_version
 
@@ -223,12 +214,10 @@ class Pages:
     Iterate it once, to the end; `resource_version` is then the list's (all pages come from
     one snapshot of the API server, so the last page's version is the whole list's). A
     continue token that expired mid-list (410 Gone) raises ApiException as any list does,
-    and the watch lists again from the start, in one request. `limit` None: one request."""
+    and the watch lists again from the start."""
 
-    def __init__(
-        self, list_fn: Callable[..., Any], args: tuple[str, ...], limit: int | None
-    ) -> None:
-        if limit is not None and limit < 1:
+    def __init__(self, list_fn: Callable[..., Any], args: tuple[str, ...], limit: int) -> None:
+        if limit < 1:
             raise ValueError(f"page size must be at least 1, not {limit}")
         self._list_fn = list_fn
         self._args = args
@@ -245,9 +234,7 @@ class Pages:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"_preload_content": False}
-            if self._limit is not None:
-                kwargs["limit"] = self._limit
+            kwargs: dict[str, Any] = {"limit": self._limit, "_preload_content": False}
             if token:
                 kwargs["_continue"] = token
             response = self._list_fn(*self._args, **kwargs)
