@@ -13,6 +13,9 @@ Sections (each figure is measured in the same run as its baseline):
   node       7.   create deployment through the API server on the local node: the chart's
                   webhook pods behind their Service vs the no-op floor deployed the same way
                   (needs root; run alone with --only node)
+  controller-memory
+             8.   controller peak RSS at 10,000 and 50,000 streams x 5 tags x 3 history
+                  items, listed from a real kube-apiserver (its own cluster)
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from bench import machine
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
-SECTIONS = ("http", "resolve", "memory", "apiserver", "import", "node")
+SECTIONS = ("http", "resolve", "memory", "apiserver", "import", "node", "controller-memory")
 ALIASES = {"admission": "http", "floor": "http", "webhook": "http", "resolution": "resolve"}
 
 
@@ -67,6 +70,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--import-timeout", type=float, help="seconds allowed per pass (900)")
     g.add_argument("--scheduled-interval", type=float, help="seconds (default 30)")
     g.add_argument("--cluster-dir", type=Path, help="state dir for the local cluster (temp)")
+    g = p.add_argument_group("controller-memory (figure 8)")
+    g.add_argument("--controller-streams", help="stream counts to measure (default 10000,50000)")
     return p.parse_args(argv)
 
 
@@ -146,6 +151,14 @@ def run_cluster_sections(args: argparse.Namespace, which: list[str]) -> dict[str
     return bench_cluster(config, log)
 
 
+def run_controller_memory(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.controller_memory import bench_controller_memory
+
+    default = "1000,5000" if args.quick else "10000,50000"
+    sizes = [int(s) for s in (args.controller_streams or default).split(",")]
+    return bench_controller_memory(sizes, log=log)
+
+
 def run_node(args: argparse.Namespace) -> dict[str, Any]:
     from bench.cluster import ClusterConfig
     from bench.node import bench_node
@@ -176,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "resolve": run_resolve,
         "memory": run_memory,
         "node": run_node,
+        "controller-memory": run_controller_memory,
     }
     for name in which:
         if name in ("apiserver", "import"):
@@ -397,6 +411,16 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
     if "import" in s:
         rows += import_rows(s["import"])
+    if "controller-memory" in s:
+        for size, m in s["controller-memory"]["sizes"].items():
+            target = f" (target {m['target_mib']:.0f} MiB)" if m.get("target_mib") else ""
+            rows.append(
+                (
+                    f"8 controller ({int(size):,} x 5 x 3)",
+                    "peak RSS after listing and reconciling all",
+                    f"{m['peak_rss_mib']} MiB{target}; now {m['rss_after_mib']} MiB",
+                )
+            )
     for name, why in results.get("failed", {}).items():
         rows.append((name, "NOT MEASURED", why.splitlines()[0][:160]))
     return rows

@@ -70,6 +70,18 @@ def test_section_selection() -> None:
         main.selected(main.parse_args(["--only", "nope"]))
 
 
+def test_table_prints_controller_memory_beside_its_target() -> None:
+    figure = {"peak_rss_mib": 99.5, "rss_after_mib": 90.1, "target_mib": 150.0}
+    results = {
+        "machine_before": {"cores": 2, "loadavg": [0.1, 0.2, 0.3]},
+        "sections": {"controller-memory": {"sizes": {"10000": figure}}},
+    }
+    table = main.render_table(results)
+    assert "8 controller (10,000 x 5 x 3)" in table
+    assert "99.5 MiB (target 150 MiB)" in table
+    assert main.selected(main.parse_args(["--only", "controller-memory"])) == ["controller-memory"]
+
+
 def test_table_prints_each_import_figure_beside_its_target() -> None:
     from bench import cluster
 
