@@ -159,6 +159,10 @@ def build_app(options: ServeOptions) -> Any:
         connection = connect(options.kubeconfig, options.context)
         sinks = Yielding(Tee(index, images))
         StreamWatcher(sinks, custom_objects(connection)).start()
+    if file_loaded is not None:
+        # A small file is loaded before the app is handed over, as it always was; a large
+        # one goes on loading while DeadlineWorker.run sends heartbeats.
+        file_loaded.wait(options.index_wait)
     if not options.policies:
         _wait_loaded([] if file_loaded else [index], options.index_wait)
         return _with_file_load(create_app(AppConfig(index=index)), file_loaded)
