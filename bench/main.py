@@ -252,14 +252,19 @@ def served_memory_rows(served: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows = []
     for mode in ("file", "watch"):
         for row in served.get(mode, []):
-            ok = "meets" if row["max_peak_mib"] <= row["target_mib"] else "OVER"
+            target = row["target_mib"]
+            if target:
+                ok = "meets" if row["max_peak_mib"] <= target else "OVER"
+                goal = f"target ≤ {target:g} MiB: {ok}"
+            else:
+                goal = "no target at this size"
             rows.append(
                 (
                     "4 webhook memory",
                     f"RSS per worker, {mode}-fed, {row['streams']} streams",
-                    f"{row['max_rss_mib']} MiB, peak {row['max_peak_mib']} MiB (target ≤ "
-                    f"{row['target_mib']:g} MiB: {ok}; {row['workers']} workers; pod PSS "
-                    f"{row['pod_pss_mib']} MiB; ready in {row['ready_s']} s)",
+                    f"{row['max_rss_mib']} MiB, peak {row['max_peak_mib']} MiB ({goal}; "
+                    f"{row['workers']} workers; PSS {max(row['pss_mib'])} MiB a worker, "
+                    f"{row['pod_pss_mib']} MiB the pod; ready in {row['ready_s']} s)",
                 )
             )
     return rows
