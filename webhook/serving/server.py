@@ -512,10 +512,11 @@ def serve(options: ServeOptions) -> None:
 def _share_modules(*, watch: bool) -> None:
     """Import in the master what every worker imports, so that the workers share those
     pages (copy-on-write) instead of each holding its own copy: Flask, prometheus_client
-    and our modules (~35 MiB), and the kubernetes client for a watch (~30 MiB: every model
-    of the API). gc.freeze() keeps the collector from writing to their objects, which
-    would copy the pages it touches into every worker. Indexes and threads are still
-    built after the fork (build_app), in each worker.
+    and our modules (~35 MiB), and for a watch the kubernetes client with the API classes
+    the webhook uses (~50 MiB, kube.connect.import_client). gc.freeze() keeps the
+    collector from writing to their objects, which would copy the pages it touches into
+    every worker. Indexes and threads are still built after the fork (build_app), in each
+    worker.
 
     The master patches first, as each gevent worker does when it boots: the kubernetes
     client brings urllib3, which keeps references to ssl's classes, and patching ssl after
