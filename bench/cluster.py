@@ -47,7 +47,7 @@ FLOOR_PATCH_NS = "bench-floor-patch"  # the floor answering with ours' JSONPatch
 @dataclass
 class ClusterConfig:
     creates: int = 200
-    import_streams: tuple[int, ...] = (10_000,)  # one figure 6 per size, in turn
+    import_streams: tuple[int, ...] = (2_000,)  # one figure 6 per size, in turn
     import_tags: int = 5
     import_timeout: float = 900.0  # per pass
     scheduled_interval: float = 30.0
