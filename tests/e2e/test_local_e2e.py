@@ -151,12 +151,15 @@ def controllers(
 
 def start_mirroring(controllers: Controllers, registries: Registries) -> None:
     """A controller that imports from the upstream and mirrors Local tags to the local one
-    (both on loopback: allowed explicitly; both plain HTTP)."""
+    (both on loopback: allowed explicitly; both plain HTTP). No import rate limit: the
+    session's earlier tests leave scheduled tags in other namespaces, and at the default 60
+    imports a minute a pass over them delays this test's scheduled re-import past its wait."""
     upstream, local = registries.upstream.host, registries.local.host
     controllers.start(
         "--allow-registry", upstream, "--insecure-registry", upstream,
         "--allow-registry", local,
         "--local-registry", local, "--local-registry-insecure",
+        "--import-rate", "0", "--registry-import-rate", "0",
     )  # fmt: skip
 
 
