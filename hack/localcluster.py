@@ -1036,6 +1036,12 @@ class Cluster:
         self._say(f"started {name} (pid {proc.pid}), log {self._log_file(name)}")
 
     def _read_pid(self, name: str) -> int | None:
+        proc = self.procs.get(name)
+        if proc is not None and proc.poll() is None:
+            # Our own child needs no marker, and right after exec its cmdline can still
+            # read empty (as a zombie's does): a component started and at once stopped
+            # was left running.
+            return proc.pid
         try:
             pid = int(self._pid_file(name).read_text().strip())
         except (OSError, ValueError):
@@ -1044,7 +1050,7 @@ class Cluster:
 
     def _stop(self, name: str, grace: float = 10) -> None:
         pid = self._read_pid(name)
-        if pid is not None and _alive(pid):
+        if pid is not None and self._running(name, pid):
             for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, sig)

@@ -374,3 +374,16 @@ def test_what_a_user_asks_for_goes_ahead_of_the_queue(
         f" queued streams were imported meanwhile"
     )
     assert done < QUEUED // 3, "the user's imports waited behind the queue"
+
+
+def test_a_controller_started_and_at_once_stopped_is_stopped(cluster: Cluster) -> None:
+    """Right after exec a child's /proc cmdline can read empty; stopping must not take that
+    for a pid file naming some other process and leave the controller running."""
+    cluster.stop_controller()
+    try:
+        cluster.start_controller()
+        proc = cluster.procs["controller"]
+        cluster.stop_controller()
+        assert proc.poll() is not None
+    finally:
+        cluster.start_controller()
