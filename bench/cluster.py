@@ -23,7 +23,6 @@ import importlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -210,12 +209,7 @@ def bench_apiserver(
         return _measure_creates(cluster, apps, custom, arms, config, log)
     finally:
         for _ns, process, _url in floors:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
+            machine.stop(process)
 
 
 def bench_deployment() -> dict[str, Any]:
@@ -518,13 +512,7 @@ def controller(
                 time.sleep(0.2)
         yield process, url
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
+        machine.stop(process)
 
 
 # What issue 17 asks of figure 6; the table prints each measure beside its target.

@@ -17,7 +17,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -172,13 +171,7 @@ def measure(cluster: Any, state: Path, size: int, log: Callable[[str], None]) ->
             "cpu_s": round(machine.tree_cpu_seconds(process.pid), 1),
         }
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
+        machine.stop(process)
     return figure
 
 

@@ -16,7 +16,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -112,13 +111,7 @@ class Server:
             conn.close()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+        machine.stop(self.process)
 
 
 def start_server(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,3 +145,16 @@ def wait_idle(pid: int, threshold: float = 0.1, window: float = 0.5, timeout: fl
         time.sleep(window)
         if (tree_cpu_seconds(pid) - before) / window < threshold:
             return
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = 15) -> None:
+    """SIGTERM, then (after `grace` seconds) SIGKILL to its process group; a no-op if it has
+    exited. The benchmarks start servers in sessions of their own, so the group is theirs."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
