@@ -272,7 +272,7 @@ def _alive(pid: int) -> bool:
     return bool(_cmdline(pid))
 
 
-def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     # An empty ProxyHandler: loopback checks must never go through an HTTP(S)_PROXY.
     handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
     if context is not None:
@@ -282,6 +282,26 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+def stream_status(pinned: dict[str, str]) -> dict[str, Any]:
+    """An ImageStream status patch: each tag (`tag -> repository@digest`) with one history
+    entry, as an import writes it."""
+    tags = [
+        {
+            "tag": tag,
+            "items": [
+                {
+                    "created": "2024-01-01T00:00:00Z",
+                    "dockerImageReference": ref,
+                    "image": ref.split("@", 1)[1],
+                    "generation": 1,
+                }
+            ],
+        }
+        for tag, ref in pinned.items()
+    ]
+    return {"status": {"tags": tags}}
 
 
 @dataclass
@@ -396,6 +416,37 @@ class Cluster:
             lambda: self.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
             timeout,
         )
+
+    def pin_stream(self, namespace: str, stream: str, pinned: dict[str, str]) -> None:
+        """An ImageStream with local lookup whose tags (`tag -> repository@digest`) have
+        the status an import would write. Status only, no spec tags: nothing for an import
+        controller to overwrite."""
+        self.apply(
+            {
+                "apiVersion": "image.openshift.io/v1",
+                "kind": "ImageStream",
+                "metadata": {"name": stream, "namespace": namespace},
+                "spec": {"lookupPolicy": {"local": True}},
+            }
+        )
+        self.write_stream_status(namespace, stream, pinned)
+
+    def write_stream_status(self, namespace: str, stream: str, pinned: dict[str, str]) -> None:
+        """Give each tag one history entry, `tag -> repository@digest`, through the status
+        subresource (as the import controller does)."""
+        patch = json.dumps(stream_status(pinned))
+        self.kubectl(
+            "patch", "imagestream", stream, "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", patch,
+        )  # fmt: skip
+
+    def dry_run_pod(self, namespace: str, image: str) -> str:
+        """The image a Pod would be stored with (server-side dry run: admission runs)."""
+        out = self.kubectl(
+            "run", "probe", "-n", namespace, f"--image={image}", "--restart=Never",
+            "--dry-run=server", "-o", "jsonpath={.spec.containers[0].image}",
+        )  # fmt: skip
+        return out.stdout.strip()
 
     def is_running(self, name: str) -> bool:
         pid = self._read_pid(name)
@@ -971,46 +1022,13 @@ class Cluster:
         ns = SMOKE_NAMESPACE
         self.ensure_namespace(ns)
         digest = "sha256:" + hashlib.sha256(b"imagestreams smoke test").hexdigest()
-        # Status only, no spec tag: nothing for an import controller to overwrite.
-        self.apply(
-            {
-                "apiVersion": "image.openshift.io/v1",
-                "kind": "ImageStream",
-                "metadata": {"name": "smoke", "namespace": ns},
-                "spec": {"lookupPolicy": {"local": True}},
-            }
-        )
         pinned = f"{self.registry}/smoke@{digest}"
-        status = {
-            "status": {
-                "tags": [
-                    {
-                        "tag": "1",
-                        "items": [
-                            {
-                                "created": "2024-01-01T00:00:00Z",
-                                "dockerImageReference": pinned,
-                                "image": digest,
-                                "generation": 1,
-                            }
-                        ],
-                    }
-                ],
-            }
-        }
-        self.kubectl(
-            "patch", "imagestream", "smoke", "-n", ns, "--subresource=status",
-            "--type=merge", "-p", json.dumps(status),
-        )  # fmt: skip
-
-        def pinned_pod() -> bool:
-            out = self.kubectl(
-                "run", "smoke", "-n", ns, "--image=smoke:1", "--restart=Never",
-                "--dry-run=server", "-o", "jsonpath={.spec.containers[0].image}",
-            )  # fmt: skip
-            return out.stdout.strip() == pinned
-
-        self.wait("a short name resolved by the webhook", pinned_pod, timeout)
+        self.pin_stream(ns, "smoke", {"1": pinned})
+        self.wait(
+            "a short name resolved by the webhook",
+            lambda: self.dry_run_pod(ns, "smoke:1") == pinned,
+            timeout,
+        )
         self._say(f"smoke test: smoke:1 -> {pinned}")
 
     # --- process plumbing ----------------------------------------------------------
@@ -1097,7 +1115,7 @@ class Cluster:
     ) -> None:
         started = time.monotonic()
         try:
-            self.wait(f"{name} at {url}", lambda: _http_ok(url, context), timeout)
+            self.wait(f"{name} at {url}", lambda: http_ok(url, context), timeout)
         except ClusterError as err:
             raise ClusterError(f"{err}\nlast lines of {self._log_file(name)}:\n"
                                + _tail(self._log_file(name))) from None  # fmt: skip

@@ -16,7 +16,7 @@ import pytest
 from localcluster import Cluster, tool
 
 if TYPE_CHECKING:
-    from conftest import Image, Namespace
+    from clusterkit import Image, Namespace
 
 pytestmark = pytest.mark.e2e
 

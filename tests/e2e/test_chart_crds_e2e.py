@@ -24,7 +24,7 @@ import yaml
 from localcluster import Cluster, tool
 
 if TYPE_CHECKING:
-    from conftest import Namespace
+    from clusterkit import Namespace
 
 pytestmark = pytest.mark.e2e
 

@@ -27,7 +27,6 @@ import signal
 import ssl
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from conftest import push_image
+from clusterkit import push_image, server_dry_run
 from cryptography import x509
-from localcluster import Cluster, free_ports, tool
+from localcluster import Cluster, free_ports, http_ok, tool
 
 from webhook.model.triggers import TRIGGERS_ANNOTATION, Trigger, field_path_for, triggers_json
 
 if TYPE_CHECKING:
-    from conftest import Namespace
+    from clusterkit import Namespace
 
 pytestmark = pytest.mark.e2e
 
@@ -246,29 +245,17 @@ def test_rendered_manifests_pass_server_side_dry_run(
         "-f", values,
     ).stdout  # fmt: skip
     docs = [d for d in yaml.safe_load_all(rendered) if d]
-    ours = [d for d in docs if not d["apiVersion"].startswith(FOREIGN_GROUPS)]
     foreign = {d["kind"] for d in docs if d["apiVersion"].startswith(FOREIGN_GROUPS)}
     assert foreign <= {"Issuer", "Certificate", "ServiceMonitor"}
-    proc = cluster.kubectl(
-        # No -n: every namespaced object of the chart names its namespace itself.
-        "apply", "--dry-run=server", "--validate=strict", "-f", "-",
-        input=yaml.safe_dump_all(ours), check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("(server dry run)") == len(ours)
+    proc = server_dry_run(cluster, own_objects(rendered))
     assert "PodSecurity" not in proc.stderr, proc.stderr
 
 
-def server_dry_run(cluster: Cluster, rendered: str) -> subprocess.CompletedProcess[str]:
+def own_objects(rendered: str) -> list[dict[str, Any]]:
+    """A rendering's objects but those of foreign groups (cert-manager, the Prometheus
+    Operator), whose CRDs this API server does not have."""
     docs = [d for d in yaml.safe_load_all(rendered) if d]
-    ours = [d for d in docs if not d["apiVersion"].startswith(FOREIGN_GROUPS)]
-    proc = cluster.kubectl(
-        "apply", "--dry-run=server", "--validate=strict", "-f", "-",
-        input=yaml.safe_dump_all(ours), check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("(server dry run)") == len(ours)
-    return proc
+    return [d for d in docs if not d["apiVersion"].startswith(FOREIGN_GROUPS)]
 
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -289,12 +276,12 @@ def test_ci_value_sets_pass_server_side_dry_run(cluster: Cluster, path: Path) ->
     else:
         restricted_namespace(cluster)
     rendered = helm(cluster, "template", "ci", str(CHART), "-n", namespace, "-f", str(path)).stdout
-    proc = server_dry_run(cluster, rendered)
+    proc = server_dry_run(cluster, own_objects(rendered))
     assert "PodSecurity" not in proc.stderr, proc.stderr
     if host_network:
         restricted_namespace(cluster)
         rendered = helm(cluster, "template", "ci", str(CHART), "-n", NS, "-f", str(path)).stdout
-        proc = server_dry_run(cluster, rendered)
+        proc = server_dry_run(cluster, own_objects(rendered))
         assert "host namespaces (hostNetwork=true)" in proc.stderr, proc.stderr
 
 
@@ -442,17 +429,6 @@ def running(cluster: Cluster, args: list[str], log: Path) -> Iterator[subprocess
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
-
-
-def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
-    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
-    if context is not None:
-        handlers.append(urllib.request.HTTPSHandler(context=context))
-    try:
-        with urllib.request.build_opener(*handlers).open(url, timeout=3) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 def test_webhook_becomes_ready_as_its_service_account(installed: Install, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from conftest import push_image
+from clusterkit import push_image
 from localcluster import Cluster, tool
 
 from webhook.model import streams
@@ -26,7 +26,7 @@ from webhook.model import streams
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from conftest import Namespace
+    from clusterkit import Namespace
 
 pytestmark = pytest.mark.e2e
 

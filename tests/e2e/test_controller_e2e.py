@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Namespace, push_image
+from clusterkit import Namespace, push_image
 from localcluster import Cluster, free_ports
 
 pytestmark = pytest.mark.e2e

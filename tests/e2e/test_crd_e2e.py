@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Namespace
+from clusterkit import Namespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for tests/corpus.py
 import corpus

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import Namespace, push_image
+from clusterkit import Namespace, push_image
 from localcluster import free_ports
 from test_controller_e2e import Controllers, controllers, history, stream, wait_for
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import Namespace, push_image
+from clusterkit import Namespace, push_image
 from localcluster import Cluster
 
 

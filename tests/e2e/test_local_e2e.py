@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from conftest import push_image
+from clusterkit import push_image, server_dry_run
 from localcluster import Cluster, free_ports, tool
 from test_controller_e2e import Controllers, conditions, history
 
 if TYPE_CHECKING:
-    from conftest import Namespace
+    from clusterkit import Namespace
 
 pytestmark = pytest.mark.e2e
 
@@ -358,12 +358,7 @@ def test_chart_local_registry_passes_server_side_dry_run(
     kinds = {(d["kind"], d["metadata"]["name"]) for d in ours}
     in_chart = scenario != "external"
     assert (("Deployment", "lr-imagestreams-registry") in kinds) == in_chart
-    dry = cluster.kubectl(
-        "apply", "--dry-run=server", "--validate=strict", "-f", "-",
-        input=yaml.safe_dump_all(ours), check=False,
-    )  # fmt: skip
-    assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.count("(server dry run)") == len(ours)
+    dry = server_dry_run(cluster, ours)
     assert "PodSecurity" not in dry.stderr, dry.stderr
 
 

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from webhook.model.workloads import controlled_by_builtin_workload
 
 if TYPE_CHECKING:
-    from conftest import Image, Namespace
+    from clusterkit import Image, Namespace
 
 pytestmark = pytest.mark.e2e
 

@@ -27,7 +27,7 @@ from webhook.kube.connect import connect
 from webhook.model.policy import ENFORCED_LABEL
 
 if TYPE_CHECKING:
-    from conftest import Image, Namespace
+    from clusterkit import Image, Namespace
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import push_image
+from clusterkit import push_image
 from localcluster import Cluster
 
 from webhook.model.triggers import TRIGGERS_ANNOTATION, Trigger, field_path_for, triggers_json
@@ -24,7 +24,7 @@ from webhook.model.triggers import TRIGGERS_ANNOTATION, Trigger, field_path_for,
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from conftest import Namespace
+    from clusterkit import Namespace
 
 pytestmark = pytest.mark.e2e
 

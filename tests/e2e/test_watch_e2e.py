@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Namespace
+from clusterkit import Namespace
 
 from webhook.kube.connect import GROUP, PLURAL, VERSION
 from webhook.kube.watch import Watcher

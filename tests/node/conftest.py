@@ -9,42 +9,37 @@ the session with its name: these tests never skip.
 
 from __future__ import annotations
 
-import itertools
-import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "hack"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for clusterkit.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
 
-import localchart  # noqa: E402
-import localimages  # noqa: E402
-import localnode  # noqa: E402
-from localcluster import Cluster, ClusterError  # noqa: E402
-from nodekit import Namespace  # noqa: E402
+import localchart
+import localimages
+import localnode
+from clusterkit import namespace_name, started_cluster
+from localcluster import Cluster, ClusterError
+from nodekit import Namespace
 
-_names = itertools.count(1)
 pytestmark = pytest.mark.node
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    state = tmp_path_factory.mktemp("node")
-    try:
-        running = Cluster.start(state, REPO_ROOT, node=True)
-    except (ClusterError, localnode.NodeError, localchart.ChartError) as err:
-        raise pytest.fail.Exception(f"local node did not start: {err}", pytrace=False) from None
-    yield running
-    running.stop()
+    errors = (ClusterError, localnode.NodeError, localchart.ChartError)
+    with started_cluster(
+        tmp_path_factory.mktemp("node"), node=True, errors=errors, what="local node"
+    ) as running:
+        yield running
 
 
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Namespace:
-    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"{name}-{next(_names)}"
+    name = namespace_name(request.node.name)
     cluster.ensure_namespace(name)
     return Namespace(cluster, name)
 

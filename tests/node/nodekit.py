@@ -10,18 +10,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import clusterkit
 from localcluster import Cluster
 
 
-class Namespace:
+class Namespace(clusterkit.Namespace):
     """One test's namespace, driven through real kubectl and the installed CLI."""
-
-    def __init__(self, cluster: Cluster, name: str) -> None:
-        self.cluster = cluster
-        self.name = name
-
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.cluster.kubectl("-n", self.name, *args, check=check)
 
     def imagestreams(self, *args: str) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
@@ -30,9 +24,6 @@ class Namespace:
         )  # fmt: skip
         assert proc.returncode == 0, f"imagestreams {' '.join(args)}:\n{proc.stderr}"
         return proc
-
-    def get(self, kind: str, name: str, jsonpath: str) -> str:
-        return self.kubectl("get", kind, name, "-o", f"jsonpath={jsonpath}").stdout.strip()
 
     def json(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
@@ -56,13 +47,6 @@ class Namespace:
 
     def image_digests(self, selector: str) -> set[str]:
         return {image_id.rsplit("@", 1)[-1] for image_id in self.image_ids(selector)}
-
-    def dry_run_pod(self, image: str) -> str:
-        out = self.kubectl(
-            "run", "probe", f"--image={image}", "--restart=Never", "--dry-run=server",
-            "-o", "jsonpath={.spec.containers[0].image}",
-        )  # fmt: skip
-        return out.stdout.strip()
 
 
 def _running_and_ready(pod: dict[str, Any]) -> bool:

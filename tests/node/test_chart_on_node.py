@@ -41,35 +41,7 @@ def pinned_stream(
     short name and what it pins to."""
     digest = push_app(f"{namespace.name}/web:1", f"web-{namespace.name}")
     pinned = f"{cluster.registry}/{namespace.name}/web@{digest}"
-    cluster.apply(
-        {
-            "apiVersion": "image.openshift.io/v1",
-            "kind": "ImageStream",
-            "metadata": {"name": "web", "namespace": namespace.name},
-            "spec": {"lookupPolicy": {"local": True}},
-        }
-    )
-    status = {
-        "status": {
-            "tags": [
-                {
-                    "tag": "1",
-                    "items": [
-                        {
-                            "created": "2024-01-01T00:00:00Z",
-                            "dockerImageReference": pinned,
-                            "image": digest,
-                            "generation": 1,
-                        }
-                    ],
-                }
-            ]
-        }
-    }
-    namespace.kubectl(
-        "patch", "imagestream", "web", "--subresource=status", "--type=merge",
-        "-p", json.dumps(status),
-    )  # fmt: skip
+    cluster.pin_stream(namespace.name, "web", {"1": pinned})
     wait_until("the webhook to resolve web:1", lambda: namespace.dry_run_pod("web:1") == pinned)
     return "web:1", pinned
 

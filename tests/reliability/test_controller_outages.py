@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "hack"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for clusterkit.py
 
-from localcluster import Cluster, ClusterError  # noqa: E402
+from clusterkit import started_cluster
+from localcluster import Cluster
 
-from webhook.kube.connect import connect  # noqa: E402
+from webhook.kube.connect import connect
 
 pytestmark = pytest.mark.e2e
 
@@ -87,13 +87,8 @@ class Replicas:
 @pytest.fixture(scope="module")
 def outage_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A control plane of its own: restarting its API server must not disturb other tests."""
-    state = tmp_path_factory.mktemp("outages")
-    try:
-        running = Cluster.start(state, REPO_ROOT)
-    except ClusterError as err:
-        raise pytest.fail.Exception(f"local cluster did not start: {err}", pytrace=False) from None
-    yield running
-    running.stop()
+    with started_cluster(tmp_path_factory.mktemp("outages")) as running:
+        yield running
 
 
 def _until(what: str, check: Callable[[], bool], timeout: float, step: float = 0.05) -> float:
