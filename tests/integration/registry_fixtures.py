@@ -27,6 +27,7 @@ import os
 import secrets
 import shutil
 import socket
+import socketserver
 import subprocess
 import tarfile
 import threading
@@ -165,24 +166,44 @@ def start_registry(
 # Small HTTP servers on loopback: the token server and the proxies
 
 
-class LoopbackServer:
-    """A threaded HTTP server on 127.0.0.1 that hands each request to `self.handle`.
+class ThreadedServer:
+    """A server on 127.0.0.1 (a free port) that answers from a daemon thread between
+    `start` and `stop`. Subclasses (dataclasses with a `server` field defaulting to None)
+    say in `bind` which server they are."""
 
-    Subclasses (dataclasses with a `server` field defaulting to None) set the request
-    `methods` they answer and the `protocol_version`. `handle` is looked up for every
-    request, so a test can monkeypatch it on a running server.
-    """
-
-    methods: ClassVar[tuple[str, ...]] = ("GET",)
-    protocol_version: ClassVar[str] = "HTTP/1.0"
-    server: http.server.ThreadingHTTPServer | None
+    server: socketserver.TCPServer | None
 
     @property
     def host(self) -> str:
         assert self.server is not None
         return f"127.0.0.1:{self.server.server_address[1]}"
 
+    def bind(self) -> socketserver.TCPServer:
+        raise NotImplementedError
+
     def start(self) -> Self:
+        self.server = self.bind()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+class LoopbackServer(ThreadedServer):
+    """A threaded HTTP server on 127.0.0.1 that hands each request to `self.handle`.
+
+    Subclasses set the request `methods` they answer and the `protocol_version`. `handle`
+    is looked up for every request, so a test can monkeypatch it on a running server.
+    """
+
+    methods: ClassVar[tuple[str, ...]] = ("GET",)
+    protocol_version: ClassVar[str] = "HTTP/1.0"
+    server: http.server.ThreadingHTTPServer | None
+
+    def bind(self) -> http.server.ThreadingHTTPServer:
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -196,14 +217,7 @@ class LoopbackServer:
 
         for method in self.methods:
             setattr(Handler, f"do_{method}", answer)
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        return http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 
     def handle(self, request: http.server.BaseHTTPRequestHandler) -> None:
         raise NotImplementedError

@@ -12,13 +12,12 @@ from __future__ import annotations
 import select
 import socket
 import socketserver
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from registry_fixtures import Registries, RegistryServer, start_registry
+from registry_fixtures import Registries, RegistryServer, ThreadedServer, start_registry
 from test_registry_client import run_import
 
 from webhook.registry.client import ClientConfig, RegistryClient, Repository
@@ -106,7 +105,7 @@ def test_a_file_without_a_certificate_is_refused_at_start(tmp_path: Path) -> Non
 
 
 @dataclass
-class Proxy:
+class Proxy(ThreadedServer):
     """CONNECT tunnels (and forwarded plain-HTTP requests) to `upstream`, whatever the
     target; `targets` records what each connection asked for."""
 
@@ -114,29 +113,22 @@ class Proxy:
     tunnels: bool = True  # False: CONNECT is refused (a forwarding-only proxy)
     targets: list[str] = field(default_factory=list)
     authorizations: list[str] = field(default_factory=list)
-    server: socketserver.ThreadingTCPServer | None = None
+    server: socketserver.TCPServer | None = None
 
     @property
     def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"http://{self.host}"
 
-    def start(self) -> Proxy:
+    def bind(self) -> socketserver.TCPServer:
         owner = self
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
                 owner.serve(self.connection, self.rfile)
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        return server
 
     def serve(self, client: socket.socket, rfile: object) -> None:
         head = b""
