@@ -284,6 +284,20 @@ def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
         return False
 
 
+def webhook_rules(resources: Sequence[tuple[str, list[str]]]) -> list[dict[str, Any]]:
+    """Admission rules for creating and updating each group's (namespaced) resources."""
+    return [
+        {
+            "apiGroups": [group],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": names,
+            "scope": "Namespaced",
+        }
+        for group, names in resources
+    ]
+
+
 def stream_status(pinned: dict[str, str]) -> dict[str, Any]:
     """An ImageStream status patch: each tag (`tag -> repository@digest`) with one history
     entry, as an import writes it."""
@@ -967,8 +981,12 @@ class Cluster:
         self.kubectl("apply", "-f", str(crds))
         self.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
 
-    def webhook_configuration(self) -> dict[str, Any]:
+    def webhook_client_config(self, path: str) -> dict[str, str]:
+        """How the API server calls the loopback webhook at `path`, trusting its CA."""
         ca_bundle = base64.b64encode((self.webhook_certs / "ca.crt").read_bytes()).decode()
+        return {"url": f"{self.webhook_url}{path}", "caBundle": ca_bundle}
+
+    def webhook_configuration(self) -> dict[str, Any]:
         return {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingWebhookConfiguration",
@@ -976,17 +994,8 @@ class Cluster:
             "webhooks": [
                 {
                     "name": "imagestreams.image.openshift.io",
-                    "clientConfig": {"url": f"{self.webhook_url}/mutate", "caBundle": ca_bundle},
-                    "rules": [
-                        {
-                            "apiGroups": [group],
-                            "apiVersions": ["v1"],
-                            "operations": ["CREATE", "UPDATE"],
-                            "resources": resources,
-                            "scope": "Namespaced",
-                        }
-                        for group, resources in WEBHOOK_RESOURCES
-                    ],
+                    "clientConfig": self.webhook_client_config("/mutate"),
+                    "rules": webhook_rules(WEBHOOK_RESOURCES),
                     # The chart's own conditions, so every e2e test runs behind them.
                     "matchConditions": self.chart_match_conditions(),
                     "failurePolicy": "Ignore",

@@ -9,7 +9,6 @@ before it asserts anything.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import itertools
 import json
@@ -20,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
-from localcluster import EXCLUDED_NAMESPACES, REPO_ROOT, WEBHOOK_RESOURCES, Cluster
+from localcluster import (
+    EXCLUDED_NAMESPACES,
+    REPO_ROOT,
+    WEBHOOK_RESOURCES,
+    Cluster,
+    webhook_rules,
+)
 
 from webhook.controller.policy_labels import PolicyLabeler
 from webhook.kube.connect import connect
@@ -44,23 +49,13 @@ _probes = itertools.count(1)
 def validating_configuration(cluster: Cluster) -> dict[str, Any]:
     """The policy webhook, registered as the chart registers it: one fail-closed entry for
     namespaces labelled enforced, one fail-open entry for every other namespace."""
-    ca_bundle = base64.b64encode((cluster.webhook_certs / "ca.crt").read_bytes()).decode()
     resources = [*WEBHOOK_RESOURCES, ("image.openshift.io", ["imagestreams"])]
 
     def webhook(name: str, failure: str, operator: str) -> dict[str, Any]:
         return {
             "name": name,
-            "clientConfig": {"url": f"{cluster.webhook_url}/validate", "caBundle": ca_bundle},
-            "rules": [
-                {
-                    "apiGroups": [group],
-                    "apiVersions": ["v1"],
-                    "operations": ["CREATE", "UPDATE"],
-                    "resources": names,
-                    "scope": "Namespaced",
-                }
-                for group, names in resources
-            ],
+            "clientConfig": cluster.webhook_client_config("/validate"),
+            "rules": webhook_rules(resources),
             "failurePolicy": failure,
             "matchPolicy": "Equivalent",
             "timeoutSeconds": 5,
