@@ -9,15 +9,17 @@ conftest, so that every tier imports it by one name no test directory uses:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
+import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from localcluster import Cluster, ClusterError, tool  # noqa: E402
 _names = itertools.count(1)
 
 
-@contextmanager
+@contextlib.contextmanager
 def started_cluster(
     state: Path,
     *,
@@ -49,6 +51,21 @@ def started_cluster(
         raise pytest.fail.Exception(f"{what} did not start: {err}", pytrace=False) from None
     yield running
     running.stop()
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM to the process group of `proc` (started with start_new_session), SIGKILL
+    after `grace` seconds. A leader that has exited may leave children in its group: they
+    are signalled too, unless the leader was reaped (its pid, the group's ID, may be reused)."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
 
 
 def namespace_name(hint: str) -> str:

@@ -21,9 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import re
-import signal
 import ssl
 import subprocess
 import time
@@ -34,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from clusterkit import push_image, server_dry_run
+from clusterkit import push_image, server_dry_run, stop_group
 from cryptography import x509
 from localcluster import Cluster, free_ports, http_ok, tool
 
@@ -422,13 +420,7 @@ def running(cluster: Cluster, args: list[str], log: Path) -> Iterator[subprocess
     try:
         yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_group(proc, 15)
 
 
 def test_webhook_becomes_ready_as_its_service_account(installed: Install, tmp_path: Path) -> None:

@@ -66,8 +66,11 @@ class Controllers:
 def controllers(
     cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Controllers]:
+    """The cluster's controller stopped, ours run with a Lease of their own (by the test's
+    node ID: unique across the modules that use this fixture), the cluster's started again
+    afterwards."""
     cluster.stop_controller()
-    lease = f"e2e-{abs(hash(request.node.name)) % 10**8}"
+    lease = f"e2e-{abs(hash(request.node.nodeid)) % 10**8}"
     running = Controllers(cluster, tmp_path, lease)
     yield running
     running.stop_all()

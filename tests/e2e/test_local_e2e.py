@@ -31,14 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from clusterkit import push_image, server_dry_run
+from clusterkit import push_image, server_dry_run, stop_group
 from localcluster import Cluster, free_ports, tool
-from test_controller_e2e import Controllers, conditions, history
+from test_controller_e2e import Controllers, conditions, controllers, history
 
 if TYPE_CHECKING:
     from clusterkit import Namespace
 
 pytestmark = pytest.mark.e2e
+__all__ = ["controllers"]  # the fixture (test_controller_e2e.py's), used here by name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "imagestreams"
@@ -96,14 +97,8 @@ class LoopbackRegistry:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        if proc is not None:
+            stop_group(proc, 10)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
@@ -133,20 +128,6 @@ def registries(tmp_path: Path) -> Iterator[Registries]:
     running = Registries(tmp_path)
     yield running
     running.stop()
-
-
-@pytest.fixture
-def controllers(
-    cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Controllers]:
-    """test_controller_e2e.py's pattern: the cluster's controller stopped, ours run with a
-    Lease of their own, the cluster's started again afterwards."""
-    cluster.stop_controller()
-    lease = f"e2e-local-{abs(hash(request.node.name)) % 10**8}"
-    running = Controllers(cluster, tmp_path, lease)
-    yield running
-    running.stop_all()
-    cluster.start_controller()
 
 
 def start_mirroring(controllers: Controllers, registries: Registries) -> None:
