@@ -369,51 +369,9 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         )
         rows += served_memory_rows(m.get("served", {}))
     if "apiserver" in s:
-        a = s["apiserver"]
-        for side in ("without_webhook", "floor_webhook", "floor_patch_webhook", "with_webhook"):
-            if side not in a:
-                continue  # a result from before the patching floor
-            x = a[side]
-            rows.append(
-                (
-                    "5 API server",
-                    f"create deployment, {side.replace('_', ' ')}",
-                    f"median {x['median_ms']} / p99 {x['p99_ms']} ms (n={x['n']})",
-                )
-            )
-        for key, label in (
-            ("paired_difference", "added by ours (paired)"),
-            ("floor_paired_difference", "added by the no-op floor (paired)"),
-            ("ours_minus_floor", "ours - floor (paired)"),
-            ("floor_patch_paired_difference", "added by the floor with ours' patch (paired)"),
-            ("ours_minus_floor_patch", "ours - floor with the same patch (goal: median ≤ 1 ms)"),
-        ):
-            if key not in a:
-                continue
-            d = a[key]
-            rows.append(
-                ("5 API server", label, f"median {d['median_ms']:+} / p99 {d['p99_ms']:+} ms")
-            )
+        rows += create_deployment_rows("5 API server", s["apiserver"], *APISERVER_FIGURE)
     if "node" in s:
-        a = s["node"]
-        for side in ("without_webhook", "floor_webhook", "with_webhook"):
-            x = a[side]
-            rows.append(
-                (
-                    "7 on the node",
-                    f"create deployment, {side.replace('_', ' ')}",
-                    f"median {x['median_ms']} / p99 {x['p99_ms']} ms (n={x['n']})",
-                )
-            )
-        for key, label in (
-            ("paired_difference", "added by ours as pods (paired)"),
-            ("floor_paired_difference", "added by the floor as pods (paired)"),
-            ("ours_minus_floor", "ours - floor (paired)"),
-        ):
-            d = a[key]
-            rows.append(
-                ("7 on the node", label, f"median {d['median_ms']:+} / p99 {d['p99_ms']:+} ms")
-            )
+        rows += create_deployment_rows("7 on the node", s["node"], *NODE_FIGURE)
     if "import" in s:
         rows += import_rows(s["import"])
     if "controller-memory" in s:
@@ -428,6 +386,52 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
     for name, why in results.get("failed", {}).items():
         rows.append((name, "NOT MEASURED", why.splitlines()[0][:160]))
+    return rows
+
+
+# The `create deployment` figures: the sides measured, then the paired differences.
+APISERVER_FIGURE = (
+    ("without_webhook", "floor_webhook", "floor_patch_webhook", "with_webhook"),
+    (
+        ("paired_difference", "added by ours (paired)"),
+        ("floor_paired_difference", "added by the no-op floor (paired)"),
+        ("ours_minus_floor", "ours - floor (paired)"),
+        ("floor_patch_paired_difference", "added by the floor with ours' patch (paired)"),
+        ("ours_minus_floor_patch", "ours - floor with the same patch (goal: median ≤ 1 ms)"),
+    ),
+)
+NODE_FIGURE = (
+    ("without_webhook", "floor_webhook", "with_webhook"),
+    (
+        ("paired_difference", "added by ours as pods (paired)"),
+        ("floor_paired_difference", "added by the floor as pods (paired)"),
+        ("ours_minus_floor", "ours - floor (paired)"),
+    ),
+)
+
+
+def create_deployment_rows(
+    figure: str,
+    a: dict[str, Any],
+    sides: Sequence[str],
+    differences: Sequence[tuple[str, str]],
+) -> list[tuple[str, str, str]]:
+    """A `create deployment` latency figure: each side's median and p99, then each paired
+    difference. What a result lacks (one from before the patching floor) is left out."""
+    rows = [
+        (
+            figure,
+            f"create deployment, {side.replace('_', ' ')}",
+            f"median {a[side]['median_ms']} / p99 {a[side]['p99_ms']} ms (n={a[side]['n']})",
+        )
+        for side in sides
+        if side in a
+    ]
+    rows += [
+        (figure, label, f"median {a[key]['median_ms']:+} / p99 {a[key]['p99_ms']:+} ms")
+        for key, label in differences
+        if key in a
+    ]
     return rows
 
 
