@@ -25,6 +25,7 @@ class FakeApiServer:
         self.events: list[tuple[int, str, dict[str, Any]]] = []  # (version, type, object)
         self.streams: dict[tuple[str, str], dict[str, Any]] = {}
         self.version = 1
+        self.compacted = 0  # a watch from an older version gets 410 Gone
         self.changed = threading.Condition()
         self.port = 0
         self.unready_until = 0.0
@@ -111,6 +112,18 @@ class FakeApiServer:
             self.events.append((self.version, "ADDED", obj))
             self.changed.notify_all()
 
+    def compact(self) -> None:
+        """Forget every event so far, as etcd's compaction does: a watch from an older
+        version then ends in an ERROR event, 410 Gone, and only a new list is complete."""
+        with self.changed:
+            self.events.clear()
+            self.compacted = self.version
+
+    def add_stream_unseen(self, namespace: str, name: str) -> None:
+        """A stream whose event is compacted away at once: only a list shows it."""
+        self.add_stream(namespace, name)
+        self.compact()
+
     def lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self.changed:
             return self.leases.get((namespace, name))
@@ -196,6 +209,11 @@ class FakeApiServer:
         req.end_headers()
         deadline = time.monotonic() + float(query.get("timeoutSeconds") or 300)
         sent = since
+        if since < self.compacted:
+            gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
+            line = json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n"
+            req.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(line), line))
+            return
         while time.monotonic() < deadline:
             with self.changed:
                 if self._server is not server:

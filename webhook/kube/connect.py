@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.kube.kubeconfig import RestConfig, Unsupported, from_kubeconfig, in_cluster, merge
+
 # The API's names, defined in the model; the edge modules read them from here too.
 from webhook.model.streams import GROUP as GROUP
 from webhook.model.streams import PLURAL as PLURAL
@@ -39,23 +41,61 @@ def connect(
     Raises ClusterConfigError when none of them gives one."""
     from kubernetes import config
 
+    path = kubeconfig_path(kubeconfig)
+    if path is not None:
+        try:
+            return _from_kubeconfig(path, context, namespace)
+        except config.ConfigException as err:
+            raise ClusterConfigError(f"kubeconfig {path}: {err}") from None
+    try:
+        return _in_cluster(namespace)
+    except config.ConfigException as err:
+        raise ClusterConfigError(f"in-cluster configuration: {err}") from None
+
+
+def kubeconfig_path(kubeconfig: str | None) -> str | None:
+    """The kubeconfig to read (a $KUBECONFIG-style list, perhaps), or None in a pod.
+
+    Raises ClusterConfigError when there is neither."""
     default_path = os.path.expanduser("~/.kube/config")
     path = kubeconfig or os.environ.get("KUBECONFIG") or default_path
     if kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(default_path):
         if not _any_exists(path):
             raise ClusterConfigError(f"kubeconfig {path} does not exist")
-        try:
-            return _from_kubeconfig(path, context, namespace)
-        except config.ConfigException as err:
-            raise ClusterConfigError(f"kubeconfig {path}: {err}") from None
+        return path
     if not os.environ.get("KUBERNETES_SERVICE_HOST"):
         # The client would say "Service host/port is not set", which names neither the
         # kubeconfig nor what to do.
         raise ClusterConfigError(NO_CONFIGURATION.format(default=default_path))
+    return None
+
+
+def rest_config(kubeconfig: str | None = None, context: str | None = None) -> RestConfig:
+    """What the webhook's thin list/watch client (webhook.kube.listwatch) needs, found
+    where `connect` looks. Raises Unsupported, with the reason, for a configuration only
+    the kubernetes client handles (or that it should report the error of), and
+    ClusterConfigError when there is none at all."""
+    path = kubeconfig_path(kubeconfig)
+    if path is None:
+        config = in_cluster(os.environ)
+        for file in (config.ca_file, config.token_file):
+            if file and not os.path.isfile(file):
+                raise Unsupported(f"{file} does not exist")
+        return config
+    import yaml
+
     try:
-        return _in_cluster(namespace)
-    except config.ConfigException as err:
-        raise ClusterConfigError(f"in-cluster configuration: {err}") from None
+        documents = [_read_kubeconfig(p) for p in path.split(os.pathsep) if os.path.exists(p)]
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise Unsupported(f"kubeconfig {path}: {err}") from None
+    return from_kubeconfig(merge(documents), context, os.environ)
+
+
+def _read_kubeconfig(path: str) -> tuple[str, Any]:
+    import yaml
+
+    with open(path) as f:
+        return os.path.dirname(os.path.abspath(path)), yaml.safe_load(f)
 
 
 def _from_kubeconfig(path: str, context: str | None, namespace: str | None) -> Connection:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from webhook.kube.files import load_documents_of_kinds
-from webhook.kube.watch import Watcher
+from webhook.kube.watch import ClientSource, Source, Watcher
 from webhook.model import policy
 from webhook.model.policy import InvalidPolicy, Policy, parse_policy
 from webhook.model.resolution import StreamLookup
@@ -329,22 +329,22 @@ class PolicyIndex:
         return self.policies.ready and self.namespaces.ready and self.images.ready
 
     def watch(self, api_client: Any) -> PolicyIndex:
-        """Start the policy and namespace watches (the stream watch is the caller's)."""
+        """Start the policy and namespace watches (the stream watch is the caller's) through
+        the kubernetes client."""
         from kubernetes import client
 
         custom = client.CustomObjectsApi(api_client)
         core = client.CoreV1Api(api_client)
+        policies = ClientSource(
+            custom.list_cluster_custom_object, (policy.GROUP, policy.VERSION, policy.PLURAL)
+        )
+        return self.watch_sources(policies, ClientSource(core.list_namespace))
+
+    def watch_sources(self, policies: Source, namespaces: Source) -> PolicyIndex:
+        """Start the policy and namespace watches from these sources."""
         self._watchers = [
-            Watcher(
-                self.policies,
-                custom.list_cluster_custom_object,
-                policy.GROUP,
-                policy.VERSION,
-                policy.PLURAL,
-                what="image policies",
-                missing_ok=True,
-            ).start(),
-            Watcher(self.namespaces, core.list_namespace, what="namespaces").start(),
+            Watcher(self.policies, policies, what="image policies", missing_ok=True).start(),
+            Watcher(self.namespaces, namespaces, what="namespaces").start(),
         ]
         return self
 

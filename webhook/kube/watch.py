@@ -8,9 +8,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from webhook.kube.connect import GROUP, PLURAL, VERSION
+from webhook.kube.errors import status_of
 from webhook.model.backoff import backoff
 from webhook.model.streams import reading_once
 
@@ -50,11 +51,82 @@ class StreamSink(Protocol):
     def __len__(self) -> int: ...
 
 
+@runtime_checkable
+class Source(Protocol):
+    """Where a Watcher lists and watches one kind: the kubernetes client (ClientSource, the
+    controller's) or the webhook's thin client (webhook.kube.listwatch.ListWatch). Errors
+    the API server answered carry `status` and `reason` (webhook.kube.errors reads them);
+    any other exception is no answer at all."""
+
+    def list_page(self, limit: int, token: str | None) -> bytes:
+        """One page of the list (`limit`, `continue`), as the JSON the server sent."""
+        ...
+
+    def watch(self, resource_version: str, timeout: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(type, object) events from `resource_version`, bookmarks included, until the
+        server ends the watch; an ERROR event raises (410 Gone among them). Closing the
+        iterator ends the watch."""
+        ...
+
+    def readyz(self, timeout: float) -> int | None:
+        """The status of GET /readyz; None when this source cannot ask."""
+        ...
+
+
+class ClientSource:
+    """A kubernetes client list call as a Source: `list_fn(*args)` is
+    `list_cluster_custom_object`, `list_namespace`, a metadata lister, ..."""
+
+    def __init__(self, list_fn: Callable[..., Any], args: tuple[str, ...] = ()) -> None:
+        self._list_fn = list_fn
+        self._args = args
+
+    def list_page(self, limit: int, token: str | None) -> bytes:
+        kwargs: dict[str, Any] = {"limit": limit, "_preload_content": False}
+        if token:
+            kwargs["_continue"] = token
+        return bytes(self._list_fn(*self._args, **kwargs).data)
+
+    def watch(self, resource_version: str, timeout: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        from kubernetes import watch
+
+        stream = watch.Watch()
+        events = stream.stream(
+            self._list_fn,
+            *self._args,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout,
+        )
+        try:
+            for event in events:
+                yield event["type"], event.get("raw_object", event["object"])  # a dict
+        finally:
+            stream.stop()
+            events.close()  # the client's own finally closes the response
+
+    def readyz(self, timeout: float) -> int | None:
+        from kubernetes.client.exceptions import ApiException
+
+        api: Any = getattr(self._list_fn, "__self__", None)  # CoreV1Api, CustomObjectsApi, …
+        api_client: Any = getattr(api, "api_client", None)
+        try:
+            request = api_client.param_serialize("GET", "/readyz", auth_settings=["BearerToken"])
+            response = api_client.call_api(*request, _request_timeout=timeout)
+        except (AttributeError, TypeError):
+            return None  # not a kubernetes client of the version we know
+        except ApiException as err:
+            return int(err.status or 0)
+        status = int(response.status)
+        response.read()  # the connection goes back to the pool
+        return status
+
+
 class Watcher:
     """List, then watch one kind of object, keeping `sink` (any StreamSink) current.
 
-    `list_fn(*args)` is a kubernetes client list call (`list_cluster_custom_object`,
-    `list_namespace`, ...); objects reach the sink as plain dicts whatever the call's model.
+    `source` is a Source, or a kubernetes client list call (`list_cluster_custom_object`,
+    `list_namespace`, ...) with its `args`; objects reach the sink as plain dicts.
     Resumes from the last resourceVersion after a dropped connection, relists on 410 Gone
     (the version has been compacted away), and backs off on errors: exponentially up to
     `max_backoff`, but no longer than OUTAGE_RETRY around an outage of the API server, so
@@ -66,7 +138,7 @@ class Watcher:
     def __init__(
         self,
         sink: StreamSink,
-        list_fn: Callable[..., Any],
+        source: Source | Callable[..., Any],
         *args: str,
         what: str = "objects",
         missing_ok: bool = False,
@@ -76,8 +148,7 @@ class Watcher:
     ) -> None:
         self._index = sink
         self._page_size = page_size
-        self._list_fn = list_fn
-        self._args = args
+        self._source = source if isinstance(source, Source) else ClientSource(source, args)
         self._what = what
         self._missing_ok = missing_ok
         self._watch_timeout = watch_timeout
@@ -94,8 +165,6 @@ class Watcher:
         self._stop.set()
 
     def _run(self) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         failures = 0
         last_outage: float | None = None  # monotonic time the API server last failed to answer
         resource_version: str | None = None
@@ -107,36 +176,38 @@ class Watcher:
                     failures = 0  # it answers again: a failing watch starts its backoff over
                 resource_version = self._watch(resource_version)
                 failures = 0
-            except ApiException as err:
-                if err.status == 410:
+            except Exception as err:  # the watch must outlive any failure
+                status = status_of(err)
+                if status == 410:
                     log.info("watch expired (410 Gone); relisting %s", self._what)
                     resource_version = None
                     continue
                 failures += 1
-                if err.status == 429 or err.status >= 500:
-                    last_outage = time.monotonic()  # overloaded or still starting
+                if status is None or status == 429 or status >= 500:
+                    # no answer at all, overloaded, or still starting
+                    last_outage = time.monotonic()
                     unanswered = True
-                if err.status == 404 and self._missing_ok:
-                    if not self._index_ready():
-                        log.info("%s: no such resource (CRD not installed?)", self._what)
-                    self._index.replace_all([])
-                elif err.status == 403:
-                    log.error(
-                        "%s: forbidden; the service account needs list and watch on them (%s)",
-                        self._what,
-                        err.reason,
-                    )
-                else:
-                    log.warning("%s watch failed: %s %s", self._what, err.status, err.reason)
-            except Exception as err:  # no answer at all; the watch must outlive any failure
-                failures += 1
-                last_outage = time.monotonic()
-                unanswered = True
-                log.warning("%s watch failed: %s", self._what, err)
+                self._log_failure(err, status)
             if failures:
                 self._stop.wait(self._backoff(failures, last_outage))
             if unanswered:
                 self._wait_until_ready()
+
+    def _log_failure(self, err: Exception, status: int | None) -> None:
+        if status is None:
+            log.warning("%s watch failed: %s", self._what, err)
+        elif status == 404 and self._missing_ok:
+            if not self._index_ready():
+                log.info("%s: no such resource (CRD not installed?)", self._what)
+            self._index.replace_all([])
+        elif status == 403:
+            log.error(
+                "%s: forbidden; the service account needs list and watch on them (%s)",
+                self._what,
+                getattr(err, "reason", err),
+            )
+        else:
+            log.warning("%s watch failed: %s %s", self._what, status, getattr(err, "reason", ""))
 
     def _wait_until_ready(self) -> None:
         """Ask /readyz until the API server says it is ready (or cannot tell us)."""
@@ -145,23 +216,12 @@ class Watcher:
 
     def _api_ready(self) -> bool | None:
         """Whether the API server answers /readyz with 200 within READY_TIMEOUT; None when
-        it cannot be asked (a client without the request API, or /readyz not open to us)."""
-        from kubernetes.client.exceptions import ApiException
-
-        api: Any = getattr(self._list_fn, "__self__", None)  # CoreV1Api, CustomObjectsApi, …
-        api_client: Any = getattr(api, "api_client", None)
+        it cannot be asked (a source without the request API, or /readyz not open to us)."""
         try:
-            request = api_client.param_serialize("GET", "/readyz", auth_settings=["BearerToken"])
-            response = api_client.call_api(*request, _request_timeout=READY_TIMEOUT)
-            status = int(response.status)
-            response.read()  # the connection goes back to the pool
-        except (AttributeError, TypeError):
-            return None  # not a kubernetes client of the version we know
-        except ApiException as err:
-            status = int(err.status or 0)
+            status = self._source.readyz(READY_TIMEOUT)
         except Exception:
             return False  # no answer yet
-        if status in (401, 403, 404):
+        if status is None or status in (401, 403, 404):
             return None
         return status == 200
 
@@ -175,35 +235,29 @@ class Watcher:
         return backoff(failures, initial=min(1.0, cap), cap=cap, jitter=0.5)
 
     def _list(self) -> str:
-        pages = Pages(self._list_fn, self._args, self._page_size)
+        pages = Pages(self._source, self._page_size)
         self._index.replace_all(pages)
         log.info("listed %d %s in %d pages", len(self._index), self._what, pages.count)
         return pages.resource_version
 
     def _watch(self, resource_version: str) -> str:
-        from kubernetes import watch
-
-        stream = watch.Watch()
         started = time.monotonic()
-        for event in stream.stream(
-            self._list_fn,
-            *self._args,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=self._watch_timeout,
-        ):
-            if self._stop.is_set():
-                stream.stop()
-                break
-            obj = event.get("raw_object", event["object"])  # a dict, whatever the model
-            kind = event["type"]
-            if kind in ("ADDED", "MODIFIED"):
-                self._index.upsert(obj)
-            elif kind == "DELETED":
-                self._index.delete(obj)
-            rv = (obj.get("metadata") or {}).get("resourceVersion")
-            if rv:
-                resource_version = rv
+        events = self._source.watch(resource_version, self._watch_timeout)
+        try:
+            for kind, obj in events:
+                if self._stop.is_set():
+                    break
+                if kind in ("ADDED", "MODIFIED"):
+                    self._index.upsert(obj)
+                elif kind == "DELETED":
+                    self._index.delete(obj)
+                rv = (obj.get("metadata") or {}).get("resourceVersion")
+                if rv:  # a BOOKMARK's too: a resumed watch starts from it
+                    resource_version = rv
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()  # a watch stopped early gives its connection up now
         log.debug("%s watch ended after %.0fs", self._what, time.monotonic() - started)
         return resource_version
 
@@ -213,14 +267,13 @@ class Pages:
 
     Iterate it once, to the end; `resource_version` is then the list's (all pages come from
     one snapshot of the API server, so the last page's version is the whole list's). A
-    continue token that expired mid-list (410 Gone) raises ApiException as any list does,
-    and the watch lists again from the start."""
+    continue token that expired mid-list (410 Gone) raises as any list does, and the
+    watch lists again from the start."""
 
-    def __init__(self, list_fn: Callable[..., Any], args: tuple[str, ...], limit: int) -> None:
+    def __init__(self, source: Source, limit: int) -> None:
         if limit < 1:
             raise ValueError(f"page size must be at least 1, not {limit}")
-        self._list_fn = list_fn
-        self._args = args
+        self._source = source
         self._limit = limit
         self._version: str | None = None
         self.count = 0
@@ -234,12 +287,9 @@ class Pages:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"limit": self._limit, "_preload_content": False}
-            if token:
-                kwargs["_continue"] = token
-            response = self._list_fn(*self._args, **kwargs)
-            page = json.loads(response.data)
-            del response  # the raw bytes go before the page's objects are used
+            data = self._source.list_page(self._limit, token)
+            page = json.loads(data)
+            del data  # the raw bytes go before the page's objects are used
             self.count += 1
             metadata = page.get("metadata") or {}
             items = page.get("items") or []

@@ -132,9 +132,13 @@ def build_app(options: ServeOptions) -> Any:
 
     Policies come from --policies-file, else from the cluster when the streams do, else
     there are none (file mode without policies)."""
-    from webhook.kube.connect import connect, custom_objects
+    from webhook.kube.connect import GROUP, PLURAL, VERSION, connect, custom_objects
+    from webhook.kube.listwatch import collection_path
     from webhook.kube.policy_cache import PolicyIndex, StreamImages
-    from webhook.kube.watch import StreamWatcher, Tee
+    from webhook.kube.watch import StreamWatcher, Tee, Watcher
+    from webhook.model.policy import GROUP as POLICY_GROUP
+    from webhook.model.policy import PLURAL as POLICY_PLURAL
+    from webhook.model.policy import VERSION as POLICY_VERSION
     from webhook.serving.app import AppConfig, create_app
     from webhook.serving.stream_index import StreamIndex
 
@@ -142,6 +146,7 @@ def build_app(options: ServeOptions) -> Any:
     images = StreamImages()
     policy = PolicyIndex(index, images)
     connection = None
+    rest = None
     file_loaded = None
     if options.streams_file:
         # On a thread (a greenlet, in a gevent worker), as a watch's list is: loading 50,000
@@ -156,9 +161,14 @@ def build_app(options: ServeOptions) -> Any:
             daemon=True,
         ).start()
     else:
-        connection = connect(options.kubeconfig, options.context)
+        rest = _rest_client(options)
         sinks = Yielding(Tee(index, images))
-        StreamWatcher(sinks, custom_objects(connection)).start()
+        if rest is not None:
+            streams_path = collection_path(GROUP, VERSION, PLURAL)
+            Watcher(sinks, rest.resource(streams_path), what="image streams").start()
+        else:
+            connection = connect(options.kubeconfig, options.context)
+            StreamWatcher(sinks, custom_objects(connection)).start()
     if file_loaded is not None:
         # A small file is loaded before the app is handed over, as it always was; a large
         # one goes on loading while DeadlineWorker.run sends heartbeats.
@@ -166,13 +176,31 @@ def build_app(options: ServeOptions) -> Any:
     if not options.policies:
         _wait_loaded([] if file_loaded else [index], options.index_wait)
         return _with_file_load(create_app(AppConfig(index=index)), file_loaded)
-    if options.policies_file or connection is None:
+    if options.policies_file or options.streams_file:
         policy.load_files(options.policies_file)
-    else:
+    elif rest is not None:
+        policies_path = collection_path(POLICY_GROUP, POLICY_VERSION, POLICY_PLURAL)
+        policy.watch_sources(
+            rest.resource(policies_path), rest.resource(collection_path("", "v1", "namespaces"))
+        )
+    elif connection is not None:
         policy.watch(connection.api_client)
     streams: list[_Loading] = [] if file_loaded else [index, images]  # file: run() waits
     _wait_loaded([*streams, policy.policies, policy.namespaces], options.index_wait)
     return _with_file_load(create_app(AppConfig(index=index, policy=policy)), file_loaded)
+
+
+def _rest_client(options: ServeOptions) -> Any:
+    """The thin list/watch client (webhook.kube.listwatch) when the configuration allows
+    it, else None: the kubernetes client connects (serve's master said why, once)."""
+    from webhook.kube.connect import rest_config
+    from webhook.kube.kubeconfig import Unsupported
+    from webhook.kube.listwatch import RestClient
+
+    try:
+        return RestClient(rest_config(options.kubeconfig, options.context))
+    except Unsupported:
+        return None
 
 
 FILE_LOADED = "imagestreams.file_loaded"  # the app's extension: set when --streams-file is read
@@ -505,28 +533,46 @@ def serve(options: ServeOptions) -> None:
     # Metrics are shared across workers through files in this directory.
     if not os.environ.get(MULTIPROC_ENV):
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="imagestreams-metrics-")
-    _share_modules(watch=not options.streams_file)
+    _share_modules(options)
     WebhookServer(options).run()
 
 
-def _share_modules(*, watch: bool) -> None:
+def _share_modules(options: ServeOptions) -> None:
     """Import in the master what every worker imports, so that the workers share those
     pages (copy-on-write) instead of each holding its own copy: Flask, prometheus_client
-    and our modules (~35 MiB), and for a watch the kubernetes client with the API classes
-    the webhook uses (~50 MiB, kube.connect.import_client). gc.freeze() keeps the
-    collector from writing to their objects, which would copy the pages it touches into
-    every worker. Indexes and threads are still built after the fork (build_app), in each
-    worker.
+    and our modules (~35 MiB), for a watch our thin list/watch client, and the kubernetes
+    client with the API classes the webhook uses (~50 MiB, kube.connect.import_client) only
+    for a configuration the thin client cannot serve. gc.freeze() keeps the collector from
+    writing to their objects, which would copy the pages it touches into every worker.
+    Indexes and threads are still built after the fork (build_app), in each worker.
 
-    The master patches first, as each gevent worker does when it boots: the kubernetes
-    client brings urllib3, which keeps references to ssl's classes, and patching ssl after
-    that makes every TLS context in the workers recurse until RecursionError."""
+    The master patches first, as each gevent worker does when it boots: urllib3 keeps
+    references to ssl's classes, and patching ssl after that makes every TLS context in
+    the workers recurse until RecursionError."""
     monkey.patch_all()
-    for module in ("webhook.serving.app", "webhook.kube.policy_cache", "webhook.kube.watch"):
+    modules = ["webhook.serving.app", "webhook.kube.policy_cache", "webhook.kube.watch"]
+    if not options.streams_file:
+        modules.append("webhook.kube.listwatch")
+    for module in modules:
         importlib.import_module(module)  # Flask, prometheus_client, admission, the caches
-    if watch:
+    if not options.streams_file and _needs_client(options):
         from webhook.kube.connect import import_client
 
         import_client()
     gc.collect()
     gc.freeze()
+
+
+def _needs_client(options: ServeOptions) -> bool:
+    """Whether the workers' watches need the kubernetes client (and why, said once)."""
+    from webhook.kube.connect import ClusterConfigError, rest_config
+    from webhook.kube.kubeconfig import Unsupported
+
+    try:
+        rest_config(options.kubeconfig, options.context)
+    except Unsupported as err:
+        log.info("watching through the kubernetes client: %s", err)
+        return True
+    except ClusterConfigError:
+        return True  # each worker's connect() says so
+    return False
