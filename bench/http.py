@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
@@ -294,43 +294,35 @@ def bench_http(config: HttpConfig, log: Any = print) -> dict[str, Any]:
                     duration=config.warmup,
                     threads=config.wrk_threads,
                 )
-            saturation: dict[str, list[dict[str, Any]]] = {"ours": [], "floor": []}
-            for order in _rounds(config.rounds):
-                for name in order:
-                    run = run_wrk(
-                        pair[name],
-                        bodies_file,
-                        connections=config.connections,
-                        duration=config.duration,
-                        threads=config.wrk_threads,
-                    )
-                    log(
-                        f"  saturation {name}: {run['rps']} req/s, "
-                        f"{run['server_cpu_us_per_request']} µs server CPU/req, "
-                        f"p99 {run['latency_ms']['p99']}"
-                        f" ms, cores {run['cores']}"
-                    )
-                    saturation[name].append(run)
-            sat = {name: _summary(runs) for name, runs in saturation.items()}
+            sat = _alternating(
+                pair,
+                config.rounds,
+                lambda name, run: log(
+                    f"  saturation {name}: {run['rps']} req/s, "
+                    f"{run['server_cpu_us_per_request']} µs server CPU/req, "
+                    f"p99 {run['latency_ms']['p99']}"
+                    f" ms, cores {run['cores']}"
+                ),
+                bodies_file,
+                connections=config.connections,
+                duration=config.duration,
+                threads=config.wrk_threads,
+            )
             slowest = min(s["rps"] for s in sat.values())
             rate = min(config.rate, max(10.0, round(slowest * config.max_rate_share, -1)))
-            fixed: dict[str, list[dict[str, Any]]] = {"ours": [], "floor": []}
-            for order in _rounds(config.rounds):
-                for name in order:
-                    run = run_wrk(
-                        pair[name],
-                        bodies_file,
-                        connections=config.rate_connections,
-                        duration=config.duration,
-                        rate=rate,
-                        threads=config.wrk_threads,
-                    )
-                    log(
-                        f"  {rate:.0f} req/s {name}: {run['rps']} req/s, p99 "
-                        f"{run['latency_ms']['p99']} ms, cores {run['cores']}"
-                    )
-                    fixed[name].append(run)
-            at_rate = {name: _summary(runs) for name, runs in fixed.items()}
+            at_rate = _alternating(
+                pair,
+                config.rounds,
+                lambda name, run: log(
+                    f"  {rate:.0f} req/s {name}: {run['rps']} req/s, p99 "
+                    f"{run['latency_ms']['p99']} ms, cores {run['cores']}"
+                ),
+                bodies_file,
+                connections=config.rate_connections,
+                duration=config.duration,
+                rate=rate,
+                threads=config.wrk_threads,
+            )
             memory = {name: round(s.rss_kib / 1024, 1) for name, s in pair.items()}
     ratio = sat["ours"]["rps"] / sat["floor"]["rps"] if sat["floor"]["rps"] else 0.0
     return {
@@ -364,6 +356,24 @@ def bench_http(config: HttpConfig, log: Any = print) -> dict[str, Any]:
             ),
         },
     }
+
+
+def _alternating(
+    pair: dict[str, Server],
+    rounds: int,
+    report: Callable[[str, dict[str, Any]], None],
+    bodies_file: Path,
+    **wrk: Any,
+) -> dict[str, dict[str, Any]]:
+    """`rounds` wrk runs against each server of the pair (`run_wrk(server, bodies_file,
+    **wrk)`), which goes first alternating round by round; each one's runs summarised."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in pair}
+    for order in _rounds(rounds):
+        for name in order:
+            run = run_wrk(pair[name], bodies_file, **wrk)
+            report(name, run)
+            runs[name].append(run)
+    return {name: _summary(server_runs) for name, server_runs in runs.items()}
 
 
 def _rounds(count: int) -> Iterator[tuple[str, str]]:
