@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from clusterkit import push_image, server_dry_run, stop_group
+from clusterkit import Image, push_image, server_dry_run, stop_group
 from cryptography import x509
 from localcluster import Cluster, free_ports, http_ok, tool
 
@@ -1036,21 +1036,7 @@ def test_example_app_chart_is_pinned_at_install_and_upgrade(
 ) -> None:
     repository = f"{cluster.registry}/e2e/keycloak"
     first = push_image(f"{repository}:20.0", "keycloak 20.0.1", tmp_path / "v1")
-    namespace.cluster.apply(
-        {
-            "apiVersion": "image.openshift.io/v1",
-            "kind": "ImageStream",
-            "metadata": {"name": "keycloak", "namespace": namespace.name},
-            "spec": {
-                "lookupPolicy": {"local": True},
-                "tags": [
-                    {"name": "20.0", "from": {"kind": "DockerImage", "name": f"{repository}:20.0"}}
-                ],
-            },
-        }
-    )
-    namespace.write_status("keycloak", {"20.0": f"{repository}@{first}"})
-    namespace.sync()
+    namespace.stream("keycloak", {"20.0": Image(repository, "20.0", first)})
     image_path = "{.spec.template.spec.containers[0].image}"
 
     helm(cluster, "install", "kc", str(APP_CHART), "-n", namespace.name)
