@@ -523,3 +523,42 @@ def test_concurrent_imports_reuse_their_connections(registries: Registries) -> N
             assert len(set(pool.map(head, range(workers)))) == 1
     # Never more connections than were in use at once: each was kept and reused.
     assert 0 < len(dialled) <= workers
+
+
+# ---------------------------------------------------------------------------------------------
+# Scheduled checks sharing answers (controller.shared_answers)
+
+
+def test_streams_following_one_tag_share_a_scheduled_check(
+    registries: Registries, make_client: Any
+) -> None:
+    """Fifty streams' scheduled checks of one tag within the window: one HEAD; a private
+    image checked with a pull secret is never answered from what anonymous access got."""
+    from webhook.controller.shared_answers import SharedAnswers
+
+    seen: list[tuple[str, int]] = []
+    client = make_client(on_response=lambda host, method, status: seen.append((method, status)))
+    now = [0.0]
+    shared = SharedAnswers(client, 60.0, lambda: now[0])
+    public = f"{registries.token.host}/{registries.images.public}"
+    first = run_import(client, public)
+    seen.clear()
+    checks = [run_import(shared, public, previous=first) for _ in range(50)]
+    assert all(check.unchanged for check in checks)
+    assert seen == [("HEAD", 200)]
+
+    private = f"{registries.token.host}/{registries.images.single_docker}"
+    anonymous = run_import(shared, private)  # a namespace without the secret
+    assert anonymous.reason == "Unauthorized"
+    keyring = Keyring([pull_secret(registries.token.host, "alice", registries.users["alice"])])
+    with_secret = run_import(client, private, keyring=keyring)
+    seen.clear()
+    again = run_import(shared, private, keyring=keyring, previous=with_secret)
+    assert again.unchanged  # asked with alice's token, not answered from the 401
+    assert ("HEAD", 200) in seen
+    assert run_import(shared, private).reason == "Unauthorized"  # and not shared back
+
+    now[0] = 61.0  # past the window: asked again
+    seen.clear()
+    assert run_import(shared, public, previous=first).unchanged
+    assert seen == [("HEAD", 200)]

@@ -16,6 +16,7 @@ from webhook.controller.planning import (
     apply_results,
     backoff,
     due_tags,
+    next_scheduled_check,
     next_visit,
     remembered,
 )
@@ -154,3 +155,40 @@ def test_a_success_is_remembered_only_where_status_cannot_stand_in() -> None:
     legacy = ImportResult("1", event=event, import_mode="Legacy", manifest_digest=DIGEST_B)
     assert remembered(original) is None  # its status item is the next HEAD's comparison
     assert remembered(legacy) is legacy  # the index digest a HEAD sees is not in status
+
+
+def scheduled_stream(tags: int) -> dict[str, Any]:
+    obj = image_stream("app", tags={str(t): f"quay.io/x/app@{DIGEST_A}" for t in range(tags)})
+    obj["metadata"]["generation"] = 2
+    for spec in obj["spec"]["tags"]:
+        spec["importPolicy"] = {"scheduled": True}
+    return obj
+
+
+def test_a_streams_scheduled_tags_start_together() -> None:
+    state = StreamState()
+    due(scheduled_stream(5), state)
+    assert len({state.tag(str(t)).next_scheduled for t in range(5)}) == 1
+
+
+def test_a_scheduled_tag_due_soon_is_checked_with_the_one_due_now() -> None:
+    state = StreamState()
+    state.tag("0").next_scheduled = NOW - 1  # due
+    state.tag("1").next_scheduled = NOW + 0.2 * INTERVAL  # due within the jitter: with it
+    state.tag("2").next_scheduled = NOW + 0.2 * INTERVAL + 1  # later: on its own visit
+    assert [
+        spec.name
+        for spec, _ in due_tags(parse_image_stream(scheduled_stream(3)), state, NOW, INTERVAL)
+    ] == ["0", "1"]
+
+
+def test_nothing_is_checked_early_when_no_tag_is_due() -> None:
+    state = StreamState()
+    for t in range(3):
+        state.tag(str(t)).next_scheduled = NOW + 1
+    assert due(scheduled_stream(3), state) == []
+
+
+def test_the_next_check_comes_80_to_100_percent_of_the_interval_later() -> None:
+    checks = [next_scheduled_check(NOW, INTERVAL) for _ in range(200)]
+    assert all(NOW + 0.8 * INTERVAL <= c <= NOW + INTERVAL for c in checks)

@@ -52,6 +52,9 @@ def remembered(success: ImportResult) -> ImportResult | None:
 # --- pure planning -----------------------------------------------------------------------
 
 SPEC, RETRY, SCHEDULED = "spec", "retry", "scheduled"
+# The share of the scheduled interval a check may move by: the next check comes 80-100%
+# of the interval after the last, and a tag due that soon is checked with its stream's.
+SCHEDULE_JITTER = 0.2
 
 
 def is_registry_tag(spec: TagReference) -> bool:
@@ -73,10 +76,17 @@ def due_tags(
 ) -> list[tuple[TagReference, str]]:
     """The DockerImage tags to import now, and why.
 
-    No I/O; its one side effect is to give a scheduled tag seen for the first time its
-    first check time, spread over the interval (recorded in `state`).
+    A stream's scheduled tags are checked together: when one is due, so is every other one
+    due within SCHEDULE_JITTER of the interval (a check may come that much early: the next
+    is set 80-100% of the interval after it), and tags seen for the first time get one
+    first check time for the stream, spread over the interval. Checked one by one, a stream
+    of five tags cost five visits (a parse of the stream each) per interval instead of one.
+
+    No I/O; its one side effect is that first check time (recorded in `state`).
     """
     due = []
+    scheduled = []
+    first_check = now + interval * random.random()  # for tags seen for the first time
     for spec in stream.spec_tags:
         if not is_registry_tag(spec):
             continue
@@ -92,11 +102,19 @@ def due_tags(
             if tag.retry_at <= now:
                 due.append((spec, RETRY))
         elif spec.scheduled:
-            if tag.next_scheduled is None:  # first sight: spread over the interval
-                tag.next_scheduled = now + interval * random.random()
-            if tag.next_scheduled <= now:
-                due.append((spec, SCHEDULED))
+            if tag.next_scheduled is None:
+                tag.next_scheduled = first_check
+            scheduled.append((spec, tag.next_scheduled))
+    if any(at <= now for _, at in scheduled):
+        early = now + interval * SCHEDULE_JITTER
+        due += [(spec, SCHEDULED) for spec, at in scheduled if at <= early]
     return due
+
+
+def next_scheduled_check(now: float, interval: float) -> float:
+    """When a tag checked now is checked next: 80-100% of the interval later, so that the
+    checks of streams imported together spread out instead of arriving together forever."""
+    return now + interval * random.uniform(1.0 - SCHEDULE_JITTER, 1.0)
 
 
 def next_visit(stream: ImageStream, state: StreamState, now: float) -> float | None:

@@ -6,7 +6,9 @@ at a time:
 1. decide which tags are due (`due_tags`, pure): a spec generation status has not
    answered, a failed import whose backoff has passed, a scheduled tag whose interval has;
 2. import them (registry tags under the global and per-registry rate limits, HEAD first
-   when the tag was imported before; stream-sourced tags from the cache);
+   when the tag was imported before, a scheduled check answered from another stream's
+   check of the same tag moments ago where there is one (`shared_answers`); stream-sourced
+   tags from the cache);
 3. fold the results into status (`streams.record_event` / `record_failure`), follow
    same-stream aliases, and write status only if it changed — with the resourceVersion
    read, retrying on conflict against a fresh read so no other writer's history is lost;
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,11 +34,14 @@ from webhook.controller.metrics import ControllerMetrics
 from webhook.controller.planning import (
     INITIAL_BACKOFF,
     MAX_BACKOFF,
+    SCHEDULE_JITTER,
+    SCHEDULED,
     StreamState,
     apply_results,
     backoff,
     current_images,
     due_tags,
+    next_scheduled_check,
     next_visit,
     remembered,
     status_tags_of,
@@ -45,6 +49,7 @@ from webhook.controller.planning import (
 )
 from webhook.controller.policy_labels import PolicyLabeler
 from webhook.controller.ratelimit import ImportLimiter
+from webhook.controller.shared_answers import SharedAnswers
 from webhook.controller.stream_cache import Key, StreamCache, key_of
 from webhook.kube import api, errors
 from webhook.kube.connect import GROUP, PLURAL, VERSION
@@ -117,6 +122,14 @@ class Controller:
         )
         self.registry = registry or RegistryClient(source_config, on_response=self._count_response)
         self.clock = clock
+        # Scheduled checks of streams that follow the same tag share the registry's answer
+        # for as long as a check may come early anyway (shared_answers.py).
+        self.shared = SharedAnswers(
+            self.registry,
+            options.scheduled_interval * SCHEDULE_JITTER,
+            clock,
+            before_asking=lambda repo: self.limiter.wait(repo.registry),
+        )
         self.metrics = ControllerMetrics(registries=_named_registries(options))
         self.queue: WorkQueue[Key] = WorkQueue(clock)
         self.cache = StreamCache(self.queue)
@@ -226,9 +239,11 @@ class Controller:
             return None
         state = self.state.setdefault(key, StreamState())
         now = self.clock()
+        interval = self.options.scheduled_interval
+        next_check = next_scheduled_check(now, interval)  # one for the tags checked together
         results = [
-            self._import_registry_tag(stream, spec, why, state)
-            for spec, why in due_tags(stream, state, now, self.options.scheduled_interval)
+            self._import_registry_tag(stream, spec, why, state, next_check)
+            for spec, why in due_tags(stream, state, now, interval)
         ]
         results += self._stream_sourced(obj, stream, results)
         written = None
@@ -246,7 +261,12 @@ class Controller:
         return (obj.get("status") or {}).get("dockerImageRepository") != wanted
 
     def _import_registry_tag(
-        self, stream: ImageStream, spec: TagReference, why: str, state: StreamState
+        self,
+        stream: ImageStream,
+        spec: TagReference,
+        why: str,
+        state: StreamState,
+        next_check: float,
     ) -> ImportResult:
         tag = state.tag(spec.name)
         generation = streams.tag_generation(stream, spec)
@@ -261,14 +281,14 @@ class Controller:
                 spec.name, condition=condition, import_mode=importer.import_mode_of(spec)
             )
         else:
-            if not spec.reference:
-                self.limiter.wait(registry)
+            if not spec.reference and why != SCHEDULED:
+                self.limiter.wait(registry)  # a scheduled check waits only if it asks
             previous = _same_repository(tag.previous or _previous_from_status(stream, spec), spec)
             result = importer.import_tag(
                 spec,
                 namespace=stream.namespace,
                 stream=stream.name,
-                client=self.registry,
+                client=self.shared if why == SCHEDULED else self.registry,
                 keyring=None if spec.reference else self._keyring(stream.namespace),
                 generation=generation,
                 previous=previous,
@@ -289,7 +309,7 @@ class Controller:
                 tag.retry_at - now,
             )
         if spec.scheduled:
-            tag.next_scheduled = now + self.options.scheduled_interval * random.uniform(0.8, 1.0)
+            tag.next_scheduled = next_check
         self.metrics.observe_import(registry, result, why, now - started)
         return result
 

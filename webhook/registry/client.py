@@ -29,7 +29,6 @@ thin HTTP edge.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import re
@@ -54,7 +53,7 @@ from webhook.registry.auth import (
     token_query,
 )
 from webhook.registry.bodies import TooLarge, TooSlow, content_length, read_limited
-from webhook.registry.credentials import Credential, canonical_registry
+from webhook.registry.credentials import Credential, canonical_registry, identity
 from webhook.registry.errors import (
     DigestMismatch,
     Forbidden,
@@ -224,15 +223,7 @@ class _SendOptions:
 
 
 def _token_key(host: str, repo: Repository, access: _Access) -> tuple[str, str, str]:
-    return (host, " ".join(access.scopes), _credential_key(repo.credential))
-
-
-def _credential_key(credential: Credential | None) -> str:
-    # Tokens are per identity; hash the password so the cache key holds no secret.
-    if credential is None:
-        return ""
-    secret = hashlib.sha256(credential.password.encode()).hexdigest()[:16]
-    return f"{credential.username}:{secret}"
+    return (host, " ".join(access.scopes), identity(repo.credential))
 
 
 def error_detail(response: requests.Response, seconds: float) -> str:

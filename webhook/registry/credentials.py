@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,16 @@ class Credential:
     def __repr__(self) -> str:
         # Never show the password, even in a traceback or a debugger.
         return f"Credential(username={self.username!r}, source={self.source!r})"
+
+
+def identity(credential: Credential | None) -> str:
+    """Who a request goes as, for keys of what is cached per identity (tokens, answers):
+    the username and a hash of the password, so that a key holds no secret; "" for
+    anonymous."""
+    if credential is None:
+        return ""
+    secret = hashlib.sha256(credential.password.encode()).hexdigest()[:16]
+    return f"{credential.username}:{secret}"
 
 
 @dataclass(frozen=True, slots=True)
