@@ -27,7 +27,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for clusterkit.py
 
 from clusterkit import started_cluster
-from localcluster import Cluster
+from localcluster import Cluster, stream_status
 
 from webhook.kube.connect import connect
 
@@ -125,8 +125,6 @@ class Probe:
         """Create the stream (again, if a first try got no answer) and record its image."""
         from kubernetes.client.exceptions import ApiException
 
-        pinned = self.pinned(name)
-        digest = pinned.split("@", 1)[1]
         group, version, plural = "image.openshift.io", "v1", "imagestreams"
         body = {
             "apiVersion": f"{group}/{version}",
@@ -134,9 +132,7 @@ class Probe:
             "metadata": {"name": name, "namespace": NAMESPACE},
             "spec": {"lookupPolicy": {"local": True}},
         }
-        item = {"created": "2024-01-01T00:00:00Z", "dockerImageReference": pinned}
-        item |= {"image": digest, "generation": 1}
-        status = {"status": {"tags": [{"tag": "t", "items": [item]}]}}
+        status = stream_status({"t": self.pinned(name)})
         try:
             self.custom.create_namespaced_custom_object(group, version, NAMESPACE, plural, body)
         except ApiException as err:
