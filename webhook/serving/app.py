@@ -73,7 +73,7 @@ def create_app(config: AppConfig, metrics: Metrics | None = None) -> Flask:
             outcome = admission.mutate(review, index, loaded=index.ready)
         except Exception:  # the last resort: a bug must not fail every admission
             log.exception("/mutate failed on review %s", review["uid"])
-            metrics.requests.labels(kind=kind_label(review), result="error").inc()
+            metrics.tally.record(kind_label(review), "error")
             outcome = admission.Outcome(warnings=[INTERNAL_ERROR])
             return _json(admission.respond(review["uid"], outcome))
         _observe(metrics, review, outcome, started)
@@ -172,18 +172,17 @@ def _rest(stream: Any, start: bytes, limit: int) -> bytes | None:
 def _observe(
     metrics: Metrics, review: Mapping[str, Any], outcome: admission.Outcome, started: float
 ) -> None:
-    result = "patched" if outcome.patch else "unchanged"
-    metrics.requests.labels(kind=kind_label(review), result=result).inc()
-    metrics.latency.observe(time.perf_counter() - started)
-    # Each write to a multiprocess metric is a locked write to its file: none for a zero.
-    if outcome.patch:
-        metrics.images_resolved.inc(len(outcome.patch))
-    if outcome.warnings:
-        metrics.warnings.inc(len(outcome.warnings))
+    metrics.tally.record(
+        kind_label(review),
+        "patched" if outcome.patch else "unchanged",
+        time.perf_counter() - started,
+        len(outcome.patch),
+        len(outcome.warnings),
+    )
 
 
 def _bad_request(message: str, metrics: Metrics) -> Response:
-    metrics.requests.labels(kind="", result="bad_request").inc()
+    metrics.tally.record("", "bad_request")
     return _json({"error": message}, 400)
 
 
