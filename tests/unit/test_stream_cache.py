@@ -138,3 +138,28 @@ def test_get_returns_a_fresh_copy_and_labels_are_at_hand() -> None:
     assert cache.labels(("team", "app")) == {}
     cache.delete(unlabelled)
     assert cache.get(("team", "app")) is None
+
+
+def test_the_echo_of_our_own_status_write_is_kept_but_not_queued() -> None:
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    cache = StreamCache(queue)
+    written = stream()
+    written["metadata"]["resourceVersion"] = "42"
+    cache.wrote(written)
+    cache.upsert(written)  # the watch brings our write back
+    assert len(queue) == 0
+    assert cache.get(("team", "app"))["metadata"]["resourceVersion"] == "42"  # type: ignore[index]
+    other = stream()
+    other["metadata"]["resourceVersion"] = "43"  # someone else's change after ours
+    cache.upsert(other)
+    assert queue.get(0) == ("team", "app")
+
+
+def test_a_write_whose_echo_was_overtaken_does_not_hide_later_changes() -> None:
+    queue: WorkQueue[tuple[str, str]] = WorkQueue()
+    cache = StreamCache(queue)
+    later = stream()
+    later["metadata"]["resourceVersion"] = "44"
+    cache.wrote({**later, "metadata": {**later["metadata"], "resourceVersion": "42"}})
+    cache.upsert(later)  # another writer's version reached us first
+    assert queue.get(0) == ("team", "app")

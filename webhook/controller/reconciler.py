@@ -418,6 +418,7 @@ class Controller:
         if write.written is None or write.before is None:
             return None  # nothing to write, or the stream was deleted meanwhile
         self.metrics.status_writes.inc()
+        self.cache.wrote(write.written)
         self._after_write(write.before, write.written, results)
         if self.mirror is not None:
             self.mirror.prune(write.before, write.written)

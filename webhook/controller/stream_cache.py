@@ -12,6 +12,11 @@ fresh copy (about 0.1 ms; a reconcile parses the stream anyway).
 Changes a person is waiting on go to the work queue's urgent lane (`requested`): a tag that
 is new or was edited, or whose import `import-image` asked for, is imported ahead of a
 scheduled pass over thousands of streams. The initial list is not urgent: all of it is new.
+
+The echo of the controller's own status write (`wrote`, then the watch event carrying that
+resourceVersion) is kept but not queued: the reconcile that wrote it already decided what
+follows from it, and visiting the stream again cost a parse and a plan for nothing, once per
+stream of a first import pass. Any other writer's change has another resourceVersion.
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ class StreamCache:
         self._labels: dict[Key, Mapping[str, str]] = {}  # only streams that have labels
         self._lock = threading.Lock()
         self._queue = queue
+        self._written: dict[Key, str] = {}  # resourceVersion of our own last status write
         self.deleted: list[Callable[[Mapping[str, Any]], object]] = []  # get the last copy
         self.listed = threading.Event()
 
@@ -118,26 +124,38 @@ class StreamCache:
                 labels[key] = found
         with self._lock:
             self._packed, self._labels = fresh, labels
+            self._written.clear()
         for key in fresh:
             self._queue.add(key)
         self.listed.set()
 
+    def wrote(self, obj: Mapping[str, Any]) -> None:
+        """`obj` is what our own status write returned: its echo needs no visit."""
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if version:
+            with self._lock:
+                self._written[key_of(obj)] = str(version)
+
     def upsert(self, obj: Mapping[str, Any]) -> None:
         key = key_of(obj)
         packed, found = pack(obj), _labels_of(obj)
+        version = (obj.get("metadata") or {}).get("resourceVersion")
         with self._lock:
             self._packed[key] = packed
             if found:
                 self._labels[key] = found
             else:
                 self._labels.pop(key, None)
-        self._queue.add(key, urgent=requested(obj))
+            echo = version is not None and self._written.pop(key, None) == str(version)
+        if not echo:
+            self._queue.add(key, urgent=requested(obj))
 
     def delete(self, obj: Mapping[str, Any]) -> None:
         key = key_of(obj)
         with self._lock:
             self._packed.pop(key, None)
             self._labels.pop(key, None)
+            self._written.pop(key, None)
         for listener in self.deleted:
             listener(obj)
         self._queue.add(key)
