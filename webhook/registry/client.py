@@ -94,6 +94,13 @@ _DEFAULT_PORTS = {"https": 443, "http": 80}
 _ERROR_BODY_LIMIT = 65536  # an error body is advice: read no more of it
 _ERROR_DETAIL_LIMIT = 300
 _TOKEN_CACHE_PRUNE_AT = 4096
+# A URL prepare() leaves as it is: scheme, a lowercase ASCII host, a port below 10000 and a path
+# of characters that need no quoting (an upload Location, with its query, goes the long way).
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_PLAIN_URL = re.compile(
+    rf"https?://(?:{_LABEL}\.)*{_LABEL}(?::[1-9][0-9]{{0,3}})?"
+    r"(?!.*/\.\.?(?:/|\Z))/[A-Za-z0-9._~/:@+-]*\Z"  # no dot segments: those are resolved
+)
 # OpenSSL's reason in a failed verification: "self-signed certificate in certificate chain".
 _UNTRUSTED = re.compile(r"certificate verify failed: ([^(')\]]+?)\s*[(')\]]")
 
@@ -778,7 +785,13 @@ class RegistryClient:
             if options.follow_redirects and method in ("GET", "HEAD"):
                 target = self._session.get_redirect_target(response)
             if not target:
-                if not options.stream:
+                if method == "HEAD":
+                    # No body follows a HEAD's headers (http.client reads none); urllib3's
+                    # read of it returns b"" and puts the connection back in the pool,
+                    # without the watchdog and chunk loop a body needs.
+                    response.raw.read()
+                    response._content = b""
+                elif not options.stream:
                     self._read_body(response, method, host)
                 return response
             response.close()
@@ -803,6 +816,14 @@ class RegistryClient:
         merged = requests.structures.CaseInsensitiveDict(self._session.headers)
         merged.update(headers)
         prepared = requests.PreparedRequest()
+        if method in ("GET", "HEAD") and params is None and data is None and _PLAIN_URL.match(url):
+            # What prepare() would make of a URL with nothing to quote or encode (every
+            # manifest and token URL we build: the reference grammar allows no more), for a
+            # fifth of a manifest HEAD's CPU less: no URL parsing, requoting or body.
+            prepared.method, prepared.url = method, url
+            prepared.prepare_headers(merged)  # header validity is still checked
+            prepared.hooks = requests.hooks.default_hooks()
+            return prepared
         prepared.prepare(
             method=method,
             url=url,
