@@ -7,11 +7,11 @@ import string
 
 import requests
 
-from webhook.registry.client import _PLAIN_URL
+from webhook.registry.client import _plain
 
 # Characters a URL may carry and a few it may not (spaces, %, non-ASCII, brackets, query).
 PATH_ALPHABET = string.ascii_letters + string.digits + "._~/:@+-%?# é[]"
-PORTS = ["", ":5000", ":1", ":443", ":0", ":05000", ":65535", ":99999"]
+PORTS = ["", ":5000", ":1", ":443", ":0", ":05000", ":65535", ":65536", ":99999", ":41234"]
 
 
 def random_url(rng: random.Random) -> str:
@@ -26,7 +26,7 @@ def test_every_url_the_short_way_takes_is_one_prepare_leaves_unchanged() -> None
     taken = 0
     for _ in range(30_000):
         url = random_url(rng)
-        if not _PLAIN_URL.match(url):
+        if not _plain(url):
             continue
         taken += 1
         prepared = requests.PreparedRequest()
@@ -41,8 +41,14 @@ def test_the_urls_of_an_import_take_the_short_way() -> None:
         "https://quay.io/v2/org/app/manifests/v1.2.3",
         f"https://registry-1.docker.io/v2/library/nginx/manifests/{digest}",
         "http://127.0.0.1:5000/v2/bench/app-0/manifests/t1",
+        "http://127.0.0.1:41234/v2/bench/app-0/manifests/t1",
         "https://auth.docker.io/token",
     ):
-        assert _PLAIN_URL.match(url), url
-    for url in ("https://quay.io/v2/x?n=1", "https://Quay.io/v2/", "https://h/v2/./x"):
-        assert not _PLAIN_URL.match(url), url
+        assert _plain(url), url
+    for url in (
+        "https://quay.io/v2/x?n=1",
+        "https://Quay.io/v2/",
+        "https://h/v2/./x",
+        "https://h:65536/v2/",
+    ):
+        assert not _plain(url), url
