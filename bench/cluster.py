@@ -472,25 +472,13 @@ def controller(
     from bench.http import free_port
 
     port = free_port()
-    cmd = [
-        str(cluster.imagestreams_bin),
-        "controller",
-        "--kubeconfig",
-        str(cluster.kubeconfig),
+    cmd = cluster.controller_command(
         "--no-leader-elect",
-        "--import-rate",
-        "0",
-        "--registry-import-rate",
-        "0",
-        "--allow-registry",
-        cluster.registry,
-        "--insecure-registry",
-        cluster.registry,
-        "--scheduled-interval",
-        f"{interval}s",
-        "--metrics-bind",
-        f"127.0.0.1:{port}",
-    ]
+        "--import-rate", "0",
+        "--registry-import-rate", "0",
+        "--scheduled-interval", f"{interval}s",
+        "--metrics-bind", f"127.0.0.1:{port}",
+    )  # fmt: skip
     if config.import_workers is not None:
         cmd += ["--workers", str(config.import_workers)]
     log_path = state / f"bench-{name}.log"

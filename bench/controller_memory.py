@@ -145,14 +145,7 @@ def measure(cluster: Any, state: Path, size: int, log: Callable[[str], None]) ->
     """Start a controller, wait until it has listed and reconciled every stream, read its
     peak RSS, stop it."""
     log_path = state / f"controller-memory-{size}.log"
-    cmd = [
-        str(cluster.imagestreams_bin), "controller",
-        "--kubeconfig", str(cluster.kubeconfig),
-        "--no-leader-elect",
-        "--allow-registry", cluster.registry,
-        "--insecure-registry", cluster.registry,
-        "--scheduled-interval", INTERVAL,
-    ]  # fmt: skip
+    cmd = cluster.controller_command("--no-leader-elect", "--scheduled-interval", INTERVAL)
     started = time.monotonic()
     with log_path.open("wb") as sink:
         process = subprocess.Popen(

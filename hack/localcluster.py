@@ -795,6 +795,17 @@ class Cluster:
             ],
         )
 
+    def controller_command(self, *extra: str) -> list[str]:
+        """`imagestreams controller` against this cluster, with `extra` flags."""
+        return [
+            str(self.imagestreams_bin), "controller",
+            "--kubeconfig", str(self.kubeconfig),
+            # The loopback registry is both internal and plain HTTP: allow it explicitly.
+            "--allow-registry", self.registry,
+            "--insecure-registry", self.registry,
+            *extra,
+        ]  # fmt: skip
+
     def _start_controller(self) -> None:
         """The import controller, once the CLI has it."""
         probe = subprocess.run(
@@ -803,20 +814,7 @@ class Cluster:
         if probe.returncode != 0:
             self._say("imagestreams controller not available: not started")
             return
-        self._spawn(
-            "controller",
-            [
-                str(self.imagestreams_bin),
-                "controller",
-                "--kubeconfig",
-                str(self.kubeconfig),
-                # The loopback registry is both internal and plain HTTP: allow it explicitly.
-                "--allow-registry",
-                self.registry,
-                "--insecure-registry",
-                self.registry,
-            ],
-        )
+        self._spawn("controller", self.controller_command())
 
     # --- the node ------------------------------------------------------------------
 

@@ -36,15 +36,10 @@ class Controllers:
     def start(self, *extra: str) -> subprocess.Popen[bytes]:
         log = (self.logs / f"controller-{len(self.procs)}.log").open("wb")
         proc = subprocess.Popen(
-            [
-                str(self.cluster.imagestreams_bin), "controller",
-                "--kubeconfig", str(self.cluster.kubeconfig),
-                "--allow-registry", self.cluster.registry,
-                "--insecure-registry", self.cluster.registry,
-                "--scheduled-interval", INTERVAL,
-                "--lease-name", self.lease, "-n", "default",
+            self.cluster.controller_command(
+                "--scheduled-interval", INTERVAL, "--lease-name", self.lease, "-n", "default",
                 *extra,
-            ],
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

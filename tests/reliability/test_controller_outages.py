@@ -52,13 +52,7 @@ class Replicas:
     def _spawn(self, i: int) -> subprocess.Popen[bytes]:
         log = (self.logs / f"controller-{i}.log").open("ab")
         proc = subprocess.Popen(
-            [
-                str(self.cluster.imagestreams_bin), "controller",
-                "--kubeconfig", str(self.cluster.kubeconfig),
-                "--allow-registry", self.cluster.registry,
-                "--insecure-registry", self.cluster.registry,
-                "--lease-name", self.lease, "-n", "default",
-            ],
+            self.cluster.controller_command("--lease-name", self.lease, "-n", "default"),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
