@@ -95,6 +95,7 @@ def log(message: str) -> None:
 
 def run_http(args: argparse.Namespace) -> dict[str, Any]:
     from bench.http import HttpConfig, bench_http
+    from bench.wsgi_floor import bench_wsgi_floor
 
     quick = args.quick
     config = HttpConfig(
@@ -108,7 +109,10 @@ def run_http(args: argparse.Namespace) -> dict[str, Any]:
         rounds=args.rounds or (1 if quick else 2),
         server_args=args.server_arg,
     )
-    return bench_http(config, log)
+    out = bench_http(config, log)
+    # Goal 4 without TLS, gunicorn and the machine's load: the same bodies through both apps.
+    out["wsgi"] = bench_wsgi_floor(config.streams, rounds=3 if quick else 7, log=log)
+    return out
 
 
 def run_resolve(args: argparse.Namespace) -> dict[str, Any]:
@@ -324,6 +328,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{h['cpu_ratio_floor_to_ours']:.2f}",
             )
         )
+        rows += goal4_rows(h)
         d = h["p99_minus_floor_ms"]
         rows.append(
             (
@@ -386,6 +391,40 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
     for name, why in results.get("failed", {}).items():
         rows.append((name, "NOT MEASURED", why.splitlines()[0][:160]))
+    return rows
+
+
+def goal4_rows(h: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Issue 17 goal 4: ours' server CPU per request minus the floor's, beside the target;
+    over HTTP at saturation and at the fixed rate (there both serve the same req/s, so
+    neither is charged with the other's batching), and in process through WSGI."""
+    from bench.wsgi_floor import TARGET_US
+
+    rows = []
+    for phase, label in (("saturation", "at saturation"), ("fixed_rate", "at the fixed rate")):
+        runs = h[phase]
+        ours, floor = runs["ours"], runs["floor"]
+        pairs = [
+            round(o["server_cpu_us_per_request"] - f["server_cpu_us_per_request"])
+            for o, f in zip(ours["runs"], floor["runs"], strict=True)
+        ]
+        diff = ours["server_cpu_us_per_request"] - floor["server_cpu_us_per_request"]
+        rows.append(
+            (
+                "2 floor (no-op)",
+                f"ours - floor server CPU/req {label} (goal ≤ {TARGET_US:.0f} µs)",
+                f"{diff:+.0f} µs (rounds {pairs})",
+            )
+        )
+    if "wsgi" in h:
+        w = h["wsgi"]
+        rows.append(
+            (
+                "2 floor (no-op)",
+                f"ours - floor CPU/req in process, WSGI (goal ≤ {TARGET_US:.0f} µs)",
+                f"{w['ours_minus_floor_us']:+.0f} µs ({w['ours_us']:.0f} / {w['floor_us']:.0f} µs)",
+            )
+        )
     return rows
 
 

@@ -120,3 +120,29 @@ def test_table_prints_each_import_figure_beside_its_target() -> None:
     assert "(target ≤ 0.5 ms)" in table and "0.4 ms (with start-up and list: 0.44 ms)" in table
     assert "registry requests per tag: first / scheduled (target ≤ 1)" in table
     assert "10,000 / 0" in table and "load 3.0 → 3.0" in table
+
+
+def test_wsgi_floor_runs_both_apps_on_the_same_bodies() -> None:
+    from bench import wsgi_floor
+
+    out = wsgi_floor.measure(30, rounds=2, pool=6)
+    assert out["ours_us"] > 0 and out["floor_us"] > 0 and len(out["paired_us"]) == 2
+    assert out["target_us"] == 50
+
+
+def test_table_prints_goal_4_beside_its_target() -> None:
+    def side(*cpu: float) -> dict[str, object]:
+        runs = [{"server_cpu_us_per_request": x} for x in cpu]
+        return {"server_cpu_us_per_request": sum(cpu) / len(cpu), "runs": runs}
+
+    http = {
+        "saturation": {"ours": side(700, 720), "floor": side(660, 660)},
+        "fixed_rate": {"ours": side(800, 780), "floor": side(700, 720)},
+        "wsgi": {"ours_minus_floor_us": 41.5, "ours_us": 260.0, "floor_us": 218.5},
+    }
+    rows = {measure: value for _, measure, value in main.goal4_rows(http)}
+    assert rows["ours - floor server CPU/req at saturation (goal ≤ 50 µs)"] == (
+        "+50 µs (rounds [40, 60])"
+    )
+    assert rows["ours - floor server CPU/req at the fixed rate (goal ≤ 50 µs)"].startswith("+80 µs")
+    assert rows["ours - floor CPU/req in process, WSGI (goal ≤ 50 µs)"] == "+42 µs (260 / 218 µs)"
