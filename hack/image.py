@@ -53,7 +53,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,6 +250,23 @@ def workdir(kind: str) -> Iterator[Path]:
         yield Path(work)
 
 
+def cached_layer(
+    kind: str, inputs: Sequence[str | bytes], make: Callable[[Path, Path], Layer]
+) -> Layer:
+    """The `kind` layer made from `inputs`: from the cache when it has them, else made by
+    `make(work directory, cache entry)`, which needs root and the builder's tools."""
+    entry = IMAGES / f"imagestreams-{kind}-{content_key(*inputs)}"
+    if layer := Layer.cached(entry):
+        log(f"{kind} layer: cached ({entry.name})")
+        return layer
+    require_builder()
+    started = time.monotonic()
+    with workdir(kind) as work:
+        layer = make(work, entry)
+    log(f"{kind} layer: built in {time.monotonic() - started:.0f}s ({layer.size / 1e6:.1f} MB)")
+    return layer
+
+
 def store_layer(rootfs: Path, members: Sequence[str], entry: Path, created_by: str) -> Layer:
     """Archive `members` of `rootfs` reproducibly into the cache entry `entry`."""
     staging = entry.with_name(entry.name + ".tmp")
@@ -322,22 +339,17 @@ def base_layer() -> Layer:
     mirrors = debian_mirrors()
     arch = debian_arch()
     inputs = [BUILDER_VERSION, SUITE, arch, *BASE_PACKAGES, json.dumps(mirrors, sort_keys=True)]
-    entry = IMAGES / f"imagestreams-base-{content_key(*inputs)}"
-    if layer := Layer.cached(entry):
-        log(f"base layer: cached ({entry.name})")
-        return layer
-    require_builder()
-    started = time.monotonic()
-    with workdir("base") as work:
+
+    def make(work: Path, entry: Path) -> Layer:
         rootfs = work / "rootfs"
         build_base(rootfs, mirrors, arch)
         created_by = (
             f"debootstrap --variant=minbase --include={','.join(BASE_PACKAGES)} {SUITE}"
             f" && apt-get upgrade ({', '.join(mirrors)})"
         )
-        layer = store_layer(rootfs, sorted(os.listdir(rootfs)), entry, created_by)
-    log(f"base layer: built in {time.monotonic() - started:.0f}s ({layer.size / 1e6:.1f} MB)")
-    return layer
+        return store_layer(rootfs, sorted(os.listdir(rootfs)), entry, created_by)
+
+    return cached_layer("base", inputs, make)
 
 
 def build_base(rootfs: Path, mirrors: Mapping[str, str], arch: str) -> None:
@@ -440,13 +452,8 @@ def app_layer(base: Layer, config: Mapping[str, Any]) -> Layer:
     inputs += [importlib.metadata.version("pip")]
     for path in files:
         inputs += [str(path), (ROOT / path).read_bytes()]
-    entry = IMAGES / f"imagestreams-app-{content_key(*inputs)}"
-    if layer := Layer.cached(entry):
-        log(f"app layer: cached ({entry.name})")
-        return layer
-    require_builder()
-    started = time.monotonic()
-    with workdir("app") as work:
+
+    def make(work: Path, entry: Path) -> Layer:
         rootfs = work / "rootfs"
         rootfs.mkdir()
         run(["tar", "--extract", f"--file={base.path}", f"--directory={rootfs}", "--numeric-owner"])
@@ -470,9 +477,9 @@ def app_layer(base: Layer, config: Mapping[str, Any]) -> Layer:
         created_by = " && ".join(
             " ".join(["pip", *args]) for args in (INSTALL_DEPENDENCIES, INSTALL_PROJECT)
         )
-        layer = store_layer(rootfs, ["usr/local"], entry, created_by)
-    log(f"app layer: built in {time.monotonic() - started:.0f}s ({layer.size / 1e6:.1f} MB)")
-    return layer
+        return store_layer(rootfs, ["usr/local"], entry, created_by)
+
+    return cached_layer("app", inputs, make)
 
 
 def download_wheels(rootfs: Path, dest: Path) -> None:
