@@ -131,6 +131,13 @@ class Namespace:
     def get(self, kind: str, name: str, jsonpath: str) -> str:
         return self.kubectl("get", kind, name, "-o", f"jsonpath={jsonpath}").stdout.strip()
 
+    def pod_images(self, selector: str) -> list[str]:
+        """The first container's image of each Pod of `selector`, as the API server stored
+        it."""
+        out = self.kubectl("get", "pods", "-l", selector, "-o",
+                           "jsonpath={.items[*].spec.containers[0].image}")  # fmt: skip
+        return out.stdout.split()
+
     def stream(
         self,
         name: str,

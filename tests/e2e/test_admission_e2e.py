@@ -87,15 +87,11 @@ def test_deployment_pods_carry_the_digest(
     ns: Namespace, app_image: Image, cluster: Cluster
 ) -> None:
     ns.kubectl("create", "deployment", "web", "--image", "app:1.0", "--replicas", "2")
-
-    def pod_images() -> list[str]:
-        out = ns.kubectl("get", "pods", "-l", "app=web", "-o",
-                         "jsonpath={.items[*].spec.containers[0].image}")  # fmt: skip
-        return out.stdout.split()
-
     # No kubelet: the ReplicaSet controller creates the Pods and they stay Pending.
-    cluster.wait("kube-controller-manager to create the Pods", lambda: len(pod_images()) == 2)
-    assert pod_images() == [app_image.pinned] * 2
+    cluster.wait(
+        "kube-controller-manager to create the Pods", lambda: len(ns.pod_images("app=web")) == 2
+    )
+    assert ns.pod_images("app=web") == [app_image.pinned] * 2
 
 
 def test_helm_install(ns: Namespace, app_image: Image, cluster: Cluster) -> None:

@@ -232,12 +232,11 @@ def rollout(namespace: Namespace, name: str) -> float:
 
 
 def wait_for_pods(namespace: Namespace, name: str, image: str) -> None:
-    def done() -> bool:
-        path = "jsonpath={.items[*].spec.containers[0].image}"
-        out = namespace.kubectl("get", "pods", "-l", f"app={name}", "-o", path).stdout.split()
-        return out == [image] * REPLICAS
-
-    namespace.cluster.wait(f"{REPLICAS} pods of {image}", done, timeout=90)
+    namespace.cluster.wait(
+        f"{REPLICAS} pods of {image}",
+        lambda: namespace.pod_images(f"app={name}") == [image] * REPLICAS,
+        timeout=90,
+    )
 
 
 def test_rollout_requests_saved(namespace: Namespace, without_conditions: None) -> None:

@@ -184,15 +184,12 @@ def test_with_a_stream_and_lookup_it_is_admitted_pinned(
     enforced.stream("nginx", {"1.25": app_image})
     enforced.kubectl("create", "deployment", "x", "--image", "nginx:1.25", "--replicas", "2")
     assert enforced.get("deployment", "x", POD_SPEC) == app_image.pinned
-
-    def pod_images() -> list[str]:
-        out = enforced.kubectl("get", "pods", "-l", "app=x", "-o",
-                               "jsonpath={.items[*].spec.containers[0].image}")  # fmt: skip
-        return out.stdout.split()
-
     # kube-controller-manager's ReplicaSet and Pods pass the same policy.
-    cluster.wait("the ReplicaSet controller to create the Pods", lambda: len(pod_images()) == 2)
-    assert pod_images() == [app_image.pinned] * 2
+    cluster.wait(
+        "the ReplicaSet controller to create the Pods",
+        lambda: len(enforced.pod_images("app=x")) == 2,
+    )
+    assert enforced.pod_images("app=x") == [app_image.pinned] * 2
 
 
 def test_a_digest_from_a_blocked_registry_is_denied(enforced: Namespace) -> None:
