@@ -105,6 +105,7 @@ def post(app: Any, body: bytes) -> bytes:
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "https",
         "wsgi.input": io.BytesIO(body),
+        "wsgi.input_terminated": True,  # gunicorn sets it: its input ends with the body
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": False,
         "wsgi.multiprocess": True,
