@@ -192,3 +192,11 @@ def test_nothing_is_checked_early_when_no_tag_is_due() -> None:
 def test_the_next_check_comes_80_to_100_percent_of_the_interval_later() -> None:
     checks = [next_scheduled_check(NOW, INTERVAL) for _ in range(200)]
     assert all(NOW + 0.8 * INTERVAL <= c <= NOW + INTERVAL for c in checks)
+
+
+def test_a_failure_not_yet_in_status_is_still_retried() -> None:
+    """The reconcile that failed plans its next visit from the stream it read, whose status
+    does not hold the failure it is about to write."""
+    state = StreamState()
+    state.tag("1").failures, state.tag("1").retry_at = 1, NOW + 5
+    assert next_visit(parse_image_stream(stream(generation=3)), state, NOW) == 5

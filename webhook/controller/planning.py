@@ -118,13 +118,17 @@ def next_scheduled_check(now: float, interval: float) -> float:
 
 
 def next_visit(stream: ImageStream, state: StreamState, now: float) -> float | None:
-    """Seconds until the earliest scheduled check or retry of this stream, or None."""
+    """Seconds until the earliest scheduled check or retry of this stream, or None.
+
+    A failed import is retried at its `retry_at` whatever `stream` says: the reconcile that
+    failed asks this of the stream as it read it, before the failure was written (the write's
+    own echo does not bring it back, stream_cache.py)."""
     times = []
     for spec in stream.spec_tags:
         tag = state.tags.get(spec.name)
         if tag is None or not is_registry_tag(spec):
             continue
-        if tag.failures and has_failed_at(stream, spec):
+        if tag.failures:
             times.append(tag.retry_at)
         elif spec.scheduled and tag.next_scheduled is not None:
             times.append(tag.next_scheduled)
