@@ -333,11 +333,13 @@ def _run_controller(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from webhook.controller.reconciler import Controller, ControllerOptions
+    from webhook.kube.connect import GROUP, PLURAL, VERSION, thin_source
     from webhook.kube.leader import LeaseOptions, run_as_leader
     from webhook.registry.proxies import ProxyConfig
 
     proxies = ProxyConfig.from_settings(args.https_proxy, args.http_proxy, args.no_proxy)
     connection = connect_cluster(args)
+    streams = thin_source(args.kubeconfig, args.context, GROUP, VERSION, PLURAL)
     controller = Controller(
         connection.api_client,
         ControllerOptions(
@@ -373,7 +375,7 @@ def _run_controller(args: argparse.Namespace) -> int:
         if triggers is not None:
             triggers.start()
         try:
-            controller.run()
+            controller.run(streams)
         finally:
             if triggers is not None:
                 triggers.stop()

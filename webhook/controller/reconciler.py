@@ -53,6 +53,7 @@ from webhook.controller.shared_answers import SharedAnswers
 from webhook.controller.stream_cache import Key, StreamCache, key_of
 from webhook.kube import api, errors
 from webhook.kube.connect import GROUP, PLURAL, VERSION
+from webhook.kube.watch import Source
 from webhook.kube.workqueue import WorkQueue
 from webhook.mirror.copier import Mirrorer
 from webhook.mirror.plan import LocalRegistry, local_repository, with_local_repository
@@ -171,14 +172,20 @@ class Controller:
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Watch and work until `stop()`; blocks."""
-        from webhook.kube.watch import StreamWatcher
+    def run(self, streams: Source | None = None) -> None:
+        """Watch and work until `stop()`; blocks. `streams` is where the ImageStreams are
+        listed and watched: the thin client (kube.listwatch) where the configuration
+        allows it, which reads each event once where the kubernetes client's Watch parses
+        it twice and serialises it once; else the kubernetes client."""
+        from webhook.kube.watch import StreamWatcher, Watcher
 
         if self.mirror is not None:
             self.mirror.start()
         self.policy = PolicyLabeler(self.api_client).start()
-        watcher = StreamWatcher(self.cache, self.custom).start()
+        if streams is not None:
+            watcher = Watcher(self.cache, streams, what="image streams").start()
+        else:
+            watcher = StreamWatcher(self.cache, self.custom).start()
         workers = [
             threading.Thread(target=self._work, name=f"import-{i}", daemon=True)
             for i in range(self.options.workers)

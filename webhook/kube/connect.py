@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,8 @@ from webhook.kube.kubeconfig import RestConfig, Unsupported, from_kubeconfig, in
 from webhook.model.streams import GROUP as GROUP
 from webhook.model.streams import PLURAL as PLURAL
 from webhook.model.streams import VERSION as VERSION
+
+log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -150,3 +153,19 @@ def import_client() -> None:
 
     for name in WEBHOOK_CLIENT_CLASSES:
         getattr(client, name)
+
+
+def thin_source(
+    kubeconfig: str | None, context: str | None, group: str, version: str, plural: str
+) -> Any:
+    """The thin client's list/watch source (kube.listwatch.ListWatch) of every object of a
+    kind, where `connect` looks; None when only the kubernetes client can connect (an exec
+    plugin, an auth provider, ...: `rest_config` says why, logged once)."""
+    from webhook.kube.listwatch import RestClient, collection_path
+
+    try:
+        client = RestClient(rest_config(kubeconfig, context))
+    except Unsupported as err:
+        log.info("watching %s through the kubernetes client: %s", plural, err)
+        return None
+    return client.resource(collection_path(group, version, plural))
