@@ -48,6 +48,10 @@ class ClusterConfig:
     creates: int = 200
     import_streams: tuple[int, ...] = (2_000,)  # one figure 6 per size, in turn
     import_tags: int = 5
+    # Registry repositories the streams follow (stream i follows repository i mod this):
+    # 200 by default, so that fifty of 10,000 streams follow each tag, as teams' streams of
+    # the same base images do; as many as the streams for a pass where nothing is shared.
+    import_repos: int = 200
     import_timeout: float = 900.0  # per pass
     scheduled_interval: float = 30.0
     import_workers: int | None = None  # None: the controller's own default
@@ -656,7 +660,7 @@ def bench_import(
 
     custom = client.CustomObjectsApi(api)
     tags = config.import_tags
-    repos = min(max(config.import_streams), 200)
+    repos = min(max(config.import_streams), config.import_repos)
     t0 = time.monotonic()
     push_images(cluster.registry, repos, tags)
     workers = "" if config.import_workers is None else f" --workers {config.import_workers}"

@@ -66,6 +66,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         " 10000,50000 is the issue's pair, an hour or more on 2 cores)",
     )
     g.add_argument("--import-tags", type=int, default=5)
+    g.add_argument(
+        "--import-repos",
+        type=int,
+        default=200,
+        help="registry repositories the streams follow (default 200; as many as the streams:"
+        " no two streams follow the same tag, so no scheduled check is shared)",
+    )
     g.add_argument("--import-workers", type=int, help="controller --workers (its default)")
     g.add_argument("--import-timeout", type=float, help="seconds allowed per pass (900)")
     g.add_argument("--scheduled-interval", type=float, help="seconds (default 30)")
@@ -145,6 +152,7 @@ def run_cluster_sections(args: argparse.Namespace, which: list[str]) -> dict[str
             int(n) for n in (args.import_streams or ("200" if quick else "2000")).split(",")
         ),
         import_tags=args.import_tags,
+        import_repos=args.import_repos,
         import_workers=args.import_workers,
         import_timeout=args.import_timeout or (120 if quick else 900),
         scheduled_interval=args.scheduled_interval or (10 if quick else 30),
@@ -484,7 +492,10 @@ def import_rows(imp: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows = []
     for size, x in imp["sizes"].items():
         first, sched = x["first_pass"], x["scheduled_pass"]
-        label = f"6 import ({int(size):,}x{imp['tags']})"
+        repos = (
+            f", {imp['registry_repositories']:,} repos" if "registry_repositories" in imp else ""
+        )
+        label = f"6 import ({int(size):,}x{imp['tags']}{repos})"
         unfinished = "" if first["finished"] else " (NOT FINISHED: timed out)"
         rows.append(
             (

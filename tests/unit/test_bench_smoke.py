@@ -108,6 +108,7 @@ def test_table_prints_each_import_figure_beside_its_target() -> None:
             "import": {
                 "targets": cluster.IMPORT_TARGETS,
                 "tags": 5,
+                "registry_repositories": 200,
                 "sizes": {
                     "10000": {"streams": 10_000, "first_pass": first, "scheduled_pass": sched}
                 },
@@ -115,7 +116,7 @@ def test_table_prints_each_import_figure_beside_its_target() -> None:
         },
     }
     table = main.render_table(results)
-    assert "6 import (10,000x5)" in table
+    assert "6 import (10,000x5, 200 repos)" in table
     assert "first pass tags/s (target ≥ 800)" in table and "1000.0 tags/s" in table
     assert "(target ≤ 0.5 ms)" in table and "0.4 ms (with start-up and list: 0.44 ms)" in table
     assert "registry requests per tag: first / scheduled (target ≤ 1)" in table
