@@ -45,6 +45,21 @@ def _parse_or_none(image: str) -> reference.Reference | None:
 _parsed = lru_cache(maxsize=4096)(_parse_or_none)
 
 
+def _target(image: str) -> tuple[str, str, bool] | None:
+    """What resolve_image looks up for `image`: (stream name, tag, whether it is a short
+    name), or None for a reference with a digest or no reference at all."""
+    ref = _parse_or_none(image)
+    if ref is None or ref.digest is not None:
+        return None
+    return ref.last_component, ref.tag or reference.DEFAULT_TAG, ref.is_short
+
+
+# resolve_image's own cache: the answers of `_target`, not the parsed reference, so that a
+# review's images cost a dict lookup each, without the reference's properties (a few µs a
+# review). Bounded as _parsed is.
+_targets = lru_cache(maxsize=4096)(_target)
+
+
 def resolve_image(
     image: str, namespace: str, streams: StreamLookup, force: bool = False
 ) -> tuple[str | None, str | None]:
@@ -53,13 +68,13 @@ def resolve_image(
     Only a `candidate` is looked up; its last path component names the stream, which is
     looked up in `namespace` only.
     """
-    ref = candidate(image, force)
-    if ref is None:
+    target = _targets(image) if len(image) <= _CACHED_LENGTH else _target(image)
+    if target is None or not (target[2] or force):  # the rule of `candidate`
         return None, None
-    entry = streams.get(namespace, ref.last_component)
+    name, tag, _short = target
+    entry = streams.get(namespace, name)
     if entry is None or not (entry.lookup_local or force):
         return None, None
-    tag = ref.tag or reference.DEFAULT_TAG
     if tag not in entry.images:
         return None, f"image stream {namespace}/{entry.name} has no tag {tag!r}; {image} left as is"
     pinned = entry.images[tag]

@@ -75,6 +75,7 @@ WORKLOADS: Mapping[str, WorkloadKind] = {
 # Where each kind keeps its pod spec: the view admission and `resolve` need.
 POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {k: w.pod_spec for k, w in WORKLOADS.items()}
 _GROUPS = {w.group for w in WORKLOADS.values()}
+_POINTERS = {k: "/" + "/".join(path) for k, path in POD_SPEC_PATHS.items()}  # JSON pointers
 
 # Controllers whose pods and children were resolved when their own template was written:
 # resolving those one by one would mix digests within one rollout. Operators' custom
@@ -127,11 +128,10 @@ def request_namespace(request: Mapping[str, Any], obj: Mapping[str, Any]) -> str
 
 def pod_images(obj: Mapping[str, Any], kind: str) -> Iterator[Image]:
     """Every container image of `obj`'s pod spec, with its JSON pointer."""
-    path = POD_SPEC_PATHS[kind]
-    spec = walk(obj, path)
+    spec = walk(obj, POD_SPEC_PATHS[kind])
     if not is_mapping(spec):
         return
-    base = "/" + "/".join(path)
+    base = _POINTERS[kind]
     for list_name in CONTAINER_LISTS:
         containers = spec.get(list_name)
         if not isinstance(containers, list):
