@@ -9,10 +9,11 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import ijson
 import pytest
 
 from webhook.kube.listwatch import ApiError
-from webhook.kube.watch import ClientSource, Source, Watcher
+from webhook.kube.watch import ClientSource, Pages, Source, Watcher
 
 
 class Sink:
@@ -132,3 +133,18 @@ def test_forbidden_says_what_the_service_account_needs(caplog: pytest.LogCapture
     with caplog.at_level(logging.ERROR):
         run(source, Sink())
     assert "things: forbidden; the service account needs list and watch" in caplog.text
+
+
+def test_a_page_is_decoded_one_object_at_a_time() -> None:
+    """The first object reaches the sink before the rest of its page is decoded (here the
+    rest is broken, and only the second object fails): a page is never held whole."""
+    broken = b'{"metadata": {"resourceVersion": "3"}, "items": [{"metadata": {"name": "a"}}, {"me'
+
+    class OnePage(Scripted):
+        def list_page(self, limit: int, token: str | None) -> bytes:
+            return broken
+
+    objects = iter(Pages(OnePage([], []), 10))
+    assert next(objects) == {"metadata": {"name": "a"}}
+    with pytest.raises(ijson.JSONError, match="premature EOF"):
+        next(objects)

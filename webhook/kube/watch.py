@@ -3,12 +3,14 @@ webhook's indexes and the controller's cache."""
 
 from __future__ import annotations
 
-import json
+import io
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
+
+import ijson
 
 from webhook.kube.connect import GROUP, PLURAL, VERSION
 from webhook.kube.errors import status_of
@@ -288,17 +290,14 @@ class Pages:
         token: str | None = None
         while True:
             data = self._source.list_page(self._limit, token)
-            page = json.loads(data)
-            del data  # the raw bytes go before the page's objects are used
             self.count += 1
-            metadata = page.get("metadata") or {}
-            items = page.get("items") or []
-            del page
-            # Hand objects over one by one and drop each reference: the sink keeps what it
-            # needs, the rest of the page is freed as it goes.
-            items.reverse()
-            while items:
-                yield items.pop()
+            # The page's objects are decoded one at a time (ijson, in C), never the page at
+            # once: a sink keeps what it needs of each, and what it does not is freed before
+            # the next one is decoded, so the kept objects are not scattered among the freed
+            # ones (a served worker kept 7 MiB more at 10,000 streams with json.loads).
+            metadata = next(ijson.items(io.BytesIO(data), "metadata"), None) or {}
+            yield from ijson.items(io.BytesIO(data), "items.item", use_float=True)
+            del data
             token = metadata.get("continue")
             if not token:
                 self._version = str(metadata["resourceVersion"])

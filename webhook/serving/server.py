@@ -55,6 +55,13 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # /readyz fails and /mutate warns until the list arrives). Well under gunicorn's worker
 # timeout (30 s), which would otherwise kill a worker still waiting.
 INDEX_WAIT = 5.0
+# Streams per page of a worker's list: a page's raw JSON (~550 KiB at 100 streams of 5 tags
+# x 3 history items) and its decoding leave freed memory among what the index keeps; at
+# 10,000 streams a worker kept 65.8-68.0 MiB with pages of 500 (client-go's size), 60.4 with
+# 100, 59.8 with 50, 55-58 fed from a file (docs/benchmarks.md, figure 4). 100 streams to
+# a request is still 100 requests for 10,000 streams, which the API server answers in
+# seconds.
+LIST_PAGE = 100
 
 
 @dataclass(frozen=True)
@@ -165,7 +172,8 @@ def build_app(options: ServeOptions) -> Any:
         sinks = Yielding(Tee(index, images))
         if rest is not None:
             streams_path = collection_path(GROUP, VERSION, PLURAL)
-            Watcher(sinks, rest.resource(streams_path), what="image streams").start()
+            source = rest.resource(streams_path)
+            Watcher(sinks, source, what="image streams", page_size=LIST_PAGE).start()
         else:
             connection = connect(options.kubeconfig, options.context)
             StreamWatcher(sinks, custom_objects(connection)).start()
