@@ -1,12 +1,15 @@
 """The floor: a no-op admission webhook under exactly `imagestreams serve`'s gunicorn and TLS.
 
     python -m bench.floor_app --bind 127.0.0.1:PORT --certfile F --keyfile F [--workers N]
-        [--health-bind HOST:PORT] [--patch-file F]
+        [--health-bind HOST:PORT] [--patch-file F] [--hold-streams-file F]
 
 It reads the body, parses the JSON (it must, to echo the request's uid) and answers
 `allowed: true`: everything a Python webhook cannot avoid, and nothing of ours. With
 --patch-file it also returns a fixed JSONPatch (figure 5: the same patch ours returns, so
 that what the API server spends applying a patch is counted in the floor, not in ours).
+With --hold-streams-file each worker loads that streams file into the indexes ours keeps
+(`StreamIndex`, and `StreamImages` for policies) and never reads them: the floor with ours'
+memory, which shows what holding the index costs each request (goal 4 of issue 17).
 It runs under `webhook.server.WebhookServer` itself, with only the WSGI app swapped, so the gunicorn
 settings (worker class and its deadlines, keep-alive, the cached `ReloadingSSLContext`)
 are the product's.
@@ -51,12 +54,29 @@ def create_floor_app(patch: str | None = None) -> Flask:
 
 
 class FloorServer(WebhookServer):
-    def __init__(self, options: ServeOptions, patch: str | None = None) -> None:
+    def __init__(
+        self, options: ServeOptions, patch: str | None = None, hold: str | None = None
+    ) -> None:
         self.patch = patch
+        self.hold = hold
         super().__init__(options)
 
     def load(self) -> Any:
-        return create_floor_app(self.patch)
+        app = create_floor_app(self.patch)
+        if self.hold:
+            app.extensions["held_indexes"] = held_indexes(self.hold)
+        return app
+
+
+def held_indexes(path: str) -> tuple[Any, Any]:
+    """The indexes a worker of ours builds from a streams file, built the same way."""
+    from webhook.kube.policy_cache import StreamImages
+    from webhook.serving.stream_index import StreamIndex, iter_streams
+
+    index, images = StreamIndex(), StreamImages()
+    index.replace_all(iter_streams(path))
+    images.replace_all(iter_streams(path))
+    return index, images
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--health-bind")
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--patch-file", help="answer every review with this base64 JSONPatch")
+    parser.add_argument("--hold-streams-file", help="keep these streams indexed, unread")
     args = parser.parse_args(argv)
     patch = Path(args.patch_file).read_text().strip() if args.patch_file else None
     options = ServeOptions(
@@ -78,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
         health_bind=args.health_bind,
     )
-    FloorServer(options, patch).run()
+    FloorServer(options, patch, args.hold_streams_file).run()
     return 0
 
 

@@ -32,6 +32,7 @@ from bench import data, machine
 
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "wrk_admission.lua"
+FLOOR_WITH_INDEX = "floor+index"
 HOST = "127.0.0.1"
 
 
@@ -56,6 +57,9 @@ class HttpConfig:
     # so that it measures latency under load, not queueing.
     max_rate_share: float = 0.6
     server_args: list[str] = field(default_factory=list)  # extra `serve` flags (tuning)
+    # A third server: the floor holding ours' index in every worker, never reading it (what
+    # the index's memory alone costs each request).
+    floor_with_index: bool = False
 
 
 def free_port() -> int:
@@ -139,8 +143,9 @@ def start_server(
 
 
 @contextlib.contextmanager
-def servers(config: HttpConfig, workdir: Path) -> Iterator[tuple[Server, Server, Path]]:
-    """Ours (`imagestreams serve` with the streams file) and the floor, same settings."""
+def servers(config: HttpConfig, workdir: Path) -> Iterator[dict[str, Server]]:
+    """Ours (`imagestreams serve` with the streams file) and the floor, same settings (and
+    the floor holding the same streams, with `floor_with_index`), by name."""
     certs = workdir / "certs"
     cmd = [_imagestreams(), "certs", "--out-dir", str(certs), "--dns", "localhost"]
     subprocess.run([*cmd, "--ip", HOST], check=True, capture_output=True)
@@ -165,7 +170,12 @@ def servers(config: HttpConfig, workdir: Path) -> Iterator[tuple[Server, Server,
         port = free_port()
         floor_cmd = [sys.executable, "-m", "bench.floor_app", "--bind", f"{HOST}:{port}"]
         started.append(start_server("floor", floor_cmd + common, port, ca, workdir))
-        yield started[0], started[1], streams
+        if config.floor_with_index:
+            port = free_port()
+            held = [sys.executable, "-m", "bench.floor_app", "--bind", f"{HOST}:{port}"]
+            held += [*common, "--hold-streams-file", str(streams)]
+            started.append(start_server(FLOOR_WITH_INDEX, held, port, ca, workdir))
+        yield {server.name: server for server in started}
     finally:
         for server in started:
             server.stop()
@@ -283,9 +293,8 @@ def bench_http(config: HttpConfig, log: Any = print) -> dict[str, Any]:
             f"  starting servers: {config.streams} streams x {config.tags} tags, "
             f"{config.workers} gevent workers"
         )
-        with servers(config, workdir) as (ours, floor, _):
-            patched = check_answers(ours, floor, bodies)
-            pair = {"ours": ours, "floor": floor}
+        with servers(config, workdir) as pair:
+            patched = check_answers(pair["ours"], pair["floor"], bodies)
             for server in pair.values():  # warm up: connections, TLS, caches
                 run_wrk(
                     server,
@@ -368,7 +377,7 @@ def _alternating(
     """`rounds` wrk runs against each server of the pair (`run_wrk(server, bodies_file,
     **wrk)`), which goes first alternating round by round; each one's runs summarised."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in pair}
-    for order in _rounds(rounds):
+    for order in _rounds(rounds, list(pair)):
         for name in order:
             run = run_wrk(pair[name], bodies_file, **wrk)
             report(name, run)
@@ -376,6 +385,8 @@ def _alternating(
     return {name: _summary(server_runs) for name, server_runs in runs.items()}
 
 
-def _rounds(count: int) -> Iterator[tuple[str, str]]:
+def _rounds(count: int, names: list[str]) -> Iterator[list[str]]:
+    """The floor first, then the others; the other way round the next round (ABBA)."""
+    order = ["floor", *(name for name in names if name != "floor")]
     for i in range(count):
-        yield ("floor", "ours") if i % 2 == 0 else ("ours", "floor")
+        yield order if i % 2 == 0 else order[::-1]

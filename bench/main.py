@@ -53,6 +53,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--duration", type=float, help="seconds per wrk run (default 8)")
     g.add_argument("--rounds", type=int, help="ABBA rounds per figure (default 2)")
     g.add_argument("--server-arg", action="append", default=[], help="extra `serve` flag")
+    g.add_argument(
+        "--floor-with-index",
+        action="store_true",
+        help="a third server: the floor holding ours' index, unread (its memory's cost)",
+    )
     g = p.add_argument_group("resolve, memory (figures 3, 4)")
     g.add_argument("--sizes", help="index sizes for figure 3 (default 100,1000,10000,100000)")
     g.add_argument("--memory-streams", type=int, help="streams loaded for figure 4 (10000)")
@@ -115,6 +120,7 @@ def run_http(args: argparse.Namespace) -> dict[str, Any]:
         warmup=1.0 if quick else 2.0,
         rounds=args.rounds or (1 if quick else 2),
         server_args=args.server_arg,
+        floor_with_index=args.floor_with_index,
     )
     out = bench_http(config, log)
     # Goal 4 without TLS, gunicorn and the machine's load: the same bodies through both apps.
@@ -406,6 +412,7 @@ def goal4_rows(h: dict[str, Any]) -> list[tuple[str, str, str]]:
     """Issue 17 goal 4: ours' server CPU per request minus the floor's, beside the target;
     over HTTP at saturation and at the fixed rate (there both serve the same req/s, so
     neither is charged with the other's batching), and in process through WSGI."""
+    from bench.http import FLOOR_WITH_INDEX
     from bench.wsgi_floor import TARGET_US
 
     rows = []
@@ -424,6 +431,16 @@ def goal4_rows(h: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{diff:+.0f} µs (rounds {pairs})",
             )
         )
+        held = runs.get(FLOOR_WITH_INDEX)
+        if held:
+            rows.append(
+                (
+                    "2 floor (no-op)",
+                    f"floor holding ours' index - floor, {label}",
+                    f"{held['server_cpu_us_per_request'] - floor['server_cpu_us_per_request']:+.0f}"
+                    " µs",
+                )
+            )
     if "wsgi" in h:
         w = h["wsgi"]
         rows.append(

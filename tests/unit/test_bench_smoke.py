@@ -147,3 +147,30 @@ def test_table_prints_goal_4_beside_its_target() -> None:
     )
     assert rows["ours - floor server CPU/req at the fixed rate (goal ≤ 50 µs)"].startswith("+80 µs")
     assert rows["ours - floor CPU/req in process, WSGI (goal ≤ 50 µs)"] == "+42 µs (260 / 218 µs)"
+    assert not any(measure.startswith("floor holding") for measure in rows)
+
+
+def test_table_prints_what_holding_the_index_costs_the_floor() -> None:
+    def side(cpu: float) -> dict[str, object]:
+        return {"server_cpu_us_per_request": cpu, "runs": [{"server_cpu_us_per_request": cpu}]}
+
+    phase = {"ours": side(800), "floor": side(700), "floor+index": side(745)}
+    rows = {m: v for _, m, v in main.goal4_rows({"saturation": phase, "fixed_rate": phase})}
+    assert rows["floor holding ours' index - floor, at saturation"] == "+45 µs"
+    assert rows["floor holding ours' index - floor, at the fixed rate"] == "+45 µs"
+
+
+def test_the_floor_holds_the_indexes_ours_builds(tmp_path: Path) -> None:
+    from bench.floor_app import held_indexes
+
+    path = data.write_streams_file(tmp_path / "streams.json", 20)
+    index, images = held_indexes(str(path))
+    assert len(index) == 20 and index.ready and images.ready
+
+
+def test_rounds_alternate_with_the_floor_first_then_last() -> None:
+    from bench.http import _rounds
+
+    assert list(_rounds(2, ["ours", "floor"])) == [["floor", "ours"], ["ours", "floor"]]
+    three = list(_rounds(2, ["ours", "floor", "floor+index"]))
+    assert three == [["floor", "ours", "floor+index"], ["floor+index", "ours", "floor"]]
