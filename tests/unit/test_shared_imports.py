@@ -1,6 +1,8 @@
-"""What `serve` imports in gunicorn's master before the fork, for its workers to share: the
-kubernetes client's API classes the webhook uses, which the client loads lazily (CoreV1Api
-and its models alone are 21 MiB a process)."""
+"""What `serve` imports in gunicorn's master before the fork, for its workers to share, when
+a kubeconfig needs the kubernetes client (an exec plugin, a password, a proxy: otherwise the
+webhook watches through kube/listwatch.py and imports no client at all): the API classes the
+webhook uses, which the client loads lazily (CoreV1Api and its models alone are 21 MiB a
+process)."""
 
 from __future__ import annotations
 
