@@ -11,9 +11,9 @@ import os
 import signal
 import socket
 import subprocess
-import threading
+import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,32 +25,12 @@ from webhook.kube.connect import GROUP, PLURAL, VERSION, rest_config
 from webhook.kube.listwatch import ApiError, ListWatch, RestClient, collection_path
 from webhook.kube.watch import Watcher
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from sinks import NameSink as Names
+
 pytestmark = pytest.mark.e2e
 
 STREAMS, PAGE = 7, 3
-
-
-class Names:
-    """A StreamSink keeping names, counting lists."""
-
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-        self.lists = 0
-        self.listed = threading.Event()
-
-    def replace_all(self, objs: Iterable[Mapping[str, Any]]) -> None:
-        self.names = {o["metadata"]["name"] for o in objs}
-        self.lists += 1
-        self.listed.set()
-
-    def upsert(self, obj: Mapping[str, Any]) -> None:
-        self.names.add(obj["metadata"]["name"])
-
-    def delete(self, obj: Mapping[str, Any]) -> None:
-        self.names.discard(obj["metadata"]["name"])
-
-    def __len__(self) -> int:
-        return len(self.names)
 
 
 class Recording:

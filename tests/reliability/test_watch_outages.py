@@ -5,10 +5,10 @@ controller's) and through the webhook's thin client (webhook/kube/listwatch.py) 
 
 from __future__ import annotations
 
-import threading
+import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fake_apiserver import FakeApiServer
@@ -18,30 +18,10 @@ from webhook.kube.kubeconfig import RestConfig
 from webhook.kube.listwatch import RestClient, collection_path
 from webhook.kube.watch import StreamWatcher, Watcher
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from sinks import NameSink as Names
+
 CATCH_UP = 2.0  # seconds from the API server being ready to the copy having a new stream
-
-
-class Names:
-    """A StreamSink that keeps the names it has seen."""
-
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-        self.listed = threading.Event()
-        self.lists = 0
-
-    def replace_all(self, objs: Iterable[Mapping[str, Any]]) -> None:
-        self.names = {obj["metadata"]["name"] for obj in objs}
-        self.lists += 1
-        self.listed.set()
-
-    def upsert(self, obj: Mapping[str, Any]) -> None:
-        self.names.add(obj["metadata"]["name"])
-
-    def delete(self, obj: Mapping[str, Any]) -> None:
-        self.names.discard(obj["metadata"]["name"])
-
-    def __len__(self) -> int:
-        return len(self.names)
 
 
 @pytest.fixture

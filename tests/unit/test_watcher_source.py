@@ -6,35 +6,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import ijson
 import pytest
+from sinks import NameSink as Sink
 
 from webhook.kube.listwatch import ApiError
 from webhook.kube.watch import ClientSource, Pages, Source, Watcher
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-        self.ready = False
-        self.lists = 0
-
-    def replace_all(self, objs: Iterable[Mapping[str, Any]]) -> None:
-        self.names = {o["metadata"]["name"] for o in objs}
-        self.ready = True
-        self.lists += 1
-
-    def upsert(self, obj: Mapping[str, Any]) -> None:
-        self.names.add(obj["metadata"]["name"])
-
-    def delete(self, obj: Mapping[str, Any]) -> None:
-        self.names.discard(obj["metadata"]["name"])
-
-    def __len__(self) -> int:
-        return len(self.names)
 
 
 def obj(name: str, rv: str) -> dict[str, Any]:
