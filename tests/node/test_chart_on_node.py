@@ -108,15 +108,13 @@ def test_without_webhook_pods_the_api_server_admits_unchanged(
         wait_until("every webhook pod to go", lambda: not release.json(
             "pods", "-l", component("webhook"))["items"])  # fmt: skip
         # failurePolicy Ignore: nothing answers, and the request goes through unchanged.
-        started = time.monotonic()
+        # (How soon it goes through is kube-proxy's business: until it has synced the empty
+        # endpoints, the API server's call waits for the webhook's 5 s timeout.)
         namespace.kubectl("create", "deployment", "plain", "--image", short)
-        elapsed = time.monotonic() - started
         assert (
             namespace.get("deployment", "plain", "{.spec.template.spec.containers[0].image}")
             == short
         )
-        # No endpoints: the call fails at once instead of waiting for the 5 s timeout.
-        assert elapsed < 5, f"create took {elapsed:.1f}s"
     finally:
         release.kubectl("scale", f"deployment/{WEBHOOK}", "--replicas=2")
         release.wait_rollout(WEBHOOK)
