@@ -140,7 +140,7 @@ def build_app(options: ServeOptions) -> Any:
 
     Policies come from --policies-file, else from the cluster when the streams do, else
     there are none (file mode without policies)."""
-    from webhook.kube.connect import GROUP, PLURAL, VERSION, connect, custom_objects
+    from webhook.kube.connect import GROUP, PLURAL, VERSION, connect, custom_objects, thin_client
     from webhook.kube.listwatch import collection_path
     from webhook.kube.policy_cache import PolicyIndex, StreamImages
     from webhook.kube.watch import StreamWatcher, Tee, Watcher
@@ -169,7 +169,7 @@ def build_app(options: ServeOptions) -> Any:
             daemon=True,
         ).start()
     else:
-        rest = _rest_client(options)
+        rest = thin_client(options.kubeconfig, options.context, say_why=False)
         sinks = Yielding(Tee(index, images))
         if rest is not None:
             streams_path = collection_path(GROUP, VERSION, PLURAL)
@@ -197,19 +197,6 @@ def build_app(options: ServeOptions) -> Any:
     streams: list[_Loading] = [] if file_loaded else [index, images]  # file: run() waits
     _wait_loaded([*streams, policy.policies, policy.namespaces], options.index_wait)
     return _with_file_load(create_app(AppConfig(index=index, policy=policy)), file_loaded)
-
-
-def _rest_client(options: ServeOptions) -> Any:
-    """The thin list/watch client (webhook.kube.listwatch) when the configuration allows
-    it, else None: the kubernetes client connects (serve's master said why, once)."""
-    from webhook.kube.connect import rest_config
-    from webhook.kube.kubeconfig import Unsupported
-    from webhook.kube.listwatch import RestClient
-
-    try:
-        return RestClient(rest_config(options.kubeconfig, options.context))
-    except Unsupported:
-        return None
 
 
 FILE_LOADED = "imagestreams.file_loaded"  # the app's extension: set when --streams-file is read
