@@ -534,9 +534,17 @@ class Pass:
     mark_s: float
     load_before: list[float]
     load_after: list[float]
+    # Average cores over the pass: the cluster's own processes, the machine, and the rest.
+    cores: dict[str, float]
+
+
+# What else a tag's import costs, on this machine: the API server (one status write a
+# stream), etcd, and the registry answering the manifest requests.
+CLUSTER_PROCESSES = ("kube-apiserver", "etcd", "registry")
 
 
 def _watch_pass(
+    cluster: Any,
     url: str,
     process: subprocess.Popen[bytes],
     done: Callable[[dict[str, float]], bool],
@@ -546,6 +554,9 @@ def _watch_pass(
     """Poll /metrics until `done` (or `timeout`); the first poll at which `mark` holds
     splits start-up (the process, the initial list) from the pass's own cost."""
     load_before = list(os.getloadavg())
+    pids = {name: cluster.pid(name) for name in CLUSTER_PROCESSES}
+    pids["controller"] = process.pid
+    window = machine.CpuWindow.open(**{k: v for k, v in pids.items() if v is not None})
     started = time.monotonic()
     peak = 0
     marked: tuple[dict[str, float], float, float] | None = None
@@ -564,6 +575,7 @@ def _watch_pass(
             raise RuntimeError(f"controller exited with {process.returncode}")
         time.sleep(POLL_SECONDS)
     first_metrics, first_cpu, first_s = marked or ({}, 0.0, 0.0)
+    cores = window.close()
     return Pass(
         metrics,
         elapsed,
@@ -575,6 +587,7 @@ def _watch_pass(
         first_s,
         load_before,
         list(os.getloadavg()),
+        cores,
     )
 
 
@@ -612,6 +625,29 @@ def pass_summary(p: Pass, key: str) -> dict[str, Any]:
         "peak_rss_mib": round(p.peak_kib / 1024, 1),
         "load_before": [round(x, 2) for x in p.load_before],
         "load_after": [round(x, 2) for x in p.load_after],
+        **cost_by_process(p.cores, n / p.seconds if p.seconds else 0.0),
+    }
+
+
+def cost_by_process(cores: dict[str, float], tags_per_s: float) -> dict[str, Any]:
+    """CPU per tag of each process that a tag's import goes through, over the pass, and
+    what they allow together: with every core of this machine busy on nothing else, the
+    rate they would reach (`machine_ceiling_tags_per_s`); and the rate the controller alone
+    would reach on one core of its own (`controller_per_core_tags_per_s`)."""
+    if tags_per_s <= 0:
+        return {}
+    parts = ("controller", *CLUSTER_PROCESSES)
+    ms = {name: round(cores[name] / tags_per_s * 1000, 3) for name in parts if name in cores}
+    total = sum(ms.values())
+    if not total:
+        return {"cores": cores}
+    return {
+        "cores": cores,
+        "cpu_ms_per_tag_by_process": ms,
+        "machine_ceiling_tags_per_s": round((os.cpu_count() or 1) * 1000 / total, 1),
+        "controller_per_core_tags_per_s": (
+            round(1000 / ms["controller"], 1) if ms.get("controller") else None
+        ),
     }
 
 
@@ -695,6 +731,7 @@ def _import_passes(
     first_key = "imagestreams_imports_total{trigger=spec}"
     with controller(cluster, config, 3600.0, state, f"first-{count}") as (process, url):
         seen = _watch_pass(
+            cluster,
             url,
             process,
             lambda m: (
@@ -711,6 +748,7 @@ def _import_passes(
     interval = config.scheduled_interval
     with controller(cluster, config, interval, state, f"scheduled-{count}") as (process, url):
         seen = _watch_pass(
+            cluster,
             url,
             process,
             lambda m: m.get(sched_key, 0) >= total,

@@ -522,6 +522,17 @@ def import_rows(imp: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{first['wall_s']} s{unfinished}, {_load(first)}",
             )
         )
+        by_process = first.get("cpu_ms_per_tag_by_process")
+        if by_process:
+            parts = ", ".join(f"{name} {ms}" for name, ms in by_process.items())
+            rows.append(
+                (
+                    label,
+                    "first pass CPU ms per tag by process; what they allow",
+                    f"{parts}; all cores: {first['machine_ceiling_tags_per_s']} tags/s, the"
+                    f" controller alone on a core: {first['controller_per_core_tags_per_s']}",
+                )
+            )
         unfinished = "" if sched["finished"] else " (NOT FINISHED: timed out)"
         rows.append(
             (

@@ -1060,6 +1060,11 @@ class Cluster:
         self._pid_file(name).write_text(f"{proc.pid}\n")
         self._say(f"started {name} (pid {proc.pid}), log {self._log_file(name)}")
 
+    def pid(self, name: str) -> int | None:
+        """The process id of a running component (`kube-apiserver`, `etcd`, `registry`, ...),
+        or None: what a benchmark needs to count its CPU."""
+        return self._read_pid(name)
+
     def _read_pid(self, name: str) -> int | None:
         proc = self.procs.get(name)
         if proc is not None and proc.poll() is None:
