@@ -333,13 +333,17 @@ def _run_controller(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from webhook.controller.reconciler import Controller, ControllerOptions
-    from webhook.kube.connect import GROUP, PLURAL, VERSION, thin_source
+    from webhook.kube.connect import GROUP, PLURAL, VERSION, thin_client
     from webhook.kube.leader import LeaseOptions, run_as_leader
+    from webhook.kube.listwatch import collection_path
     from webhook.registry.proxies import ProxyConfig
 
     proxies = ProxyConfig.from_settings(args.https_proxy, args.http_proxy, args.no_proxy)
     connection = connect_cluster(args)
-    streams = thin_source(args.kubeconfig, args.context, GROUP, VERSION, PLURAL)
+    # One thin client watches the streams and writes their status, with a connection for
+    # each worker's writes, the watch's and a /readyz; None: the kubernetes client does both.
+    rest = thin_client(args.kubeconfig, args.context, say_why=True, pool_size=args.workers + 2)
+    streams = None if rest is None else rest.resource(collection_path(GROUP, VERSION, PLURAL))
     controller = Controller(
         connection.api_client,
         ControllerOptions(
@@ -361,6 +365,7 @@ def _run_controller(args: argparse.Namespace) -> int:
             history_limit=args.history_limit,
             mirror_workers=args.mirror_workers,
         ),
+        rest=rest,
     )
     if args.metrics_bind:
         host, _, port = args.metrics_bind.rpartition(":")

@@ -53,6 +53,7 @@ from webhook.controller.shared_answers import SharedAnswers
 from webhook.controller.stream_cache import Key, StreamCache, key_of
 from webhook.kube import api, errors
 from webhook.kube.connect import GROUP, PLURAL, VERSION
+from webhook.kube.listwatch import RestClient
 from webhook.kube.watch import Source
 from webhook.kube.workqueue import WorkQueue
 from webhook.mirror.copier import Mirrorer
@@ -108,13 +109,16 @@ class Controller:
         *,
         registry: RegistryClient | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rest: RestClient | None = None,
     ) -> None:
+        """`rest`, the thin client, writes the streams' status where the configuration
+        allows it (kube.api.StreamStatus); else `api_client` does."""
         self.options = options
         self.api_client = api_client
         self.custom = api.custom_objects(api_client)
         self.core = api.core(api_client)
         self.auth = api.authorization(api_client)
-        self.status = api.StreamStatus(self.custom)
+        self.status = api.StreamStatus(self.custom, rest=rest)
         source_config = ClientConfig(
             allowed_registries=options.allowed_registries,
             insecure_registries=options.insecure_registries,

@@ -7,10 +7,14 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import quote
 
 from webhook.kube import errors
 from webhook.kube.connect import GROUP, PLURAL, VERSION
+
+if TYPE_CHECKING:  # the CLI's verbs import this module, and never the thin client
+    from webhook.kube.listwatch import RestClient
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +93,23 @@ class StatusWrite:
 class StreamStatus:
     """Writes ImageStream status through the status subresource: `change` computes the new
     object from the one read, the write carries that read's resourceVersion, and on a
-    conflict `change` runs again on a fresh read, so another writer's history is kept."""
+    conflict `change` runs again on a fresh read, so another writer's history is kept.
 
-    def __init__(self, custom_objects_api: Any, retries: int = CONFLICT_RETRIES) -> None:
+    The writes go through the thin client `rest` when there is one: the kubernetes client's
+    own work on each object (call checks, walking it to serialise) cost 10-18% of a write's
+    CPU (1.44 -> 1.17 ms, a stream of 5 tags), and a first import pass writes every stream.
+    Reads, on a conflict only, stay on `custom_objects_api`."""
+
+    def __init__(
+        self,
+        custom_objects_api: Any,
+        retries: int = CONFLICT_RETRIES,
+        *,
+        rest: RestClient | None = None,
+    ) -> None:
         self.custom = custom_objects_api
         self.retries = retries
+        self.rest = rest
 
     def read(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         try:
@@ -103,6 +119,15 @@ class StreamStatus:
                 return None
             raise
         return cast(Mapping[str, Any], obj)
+
+    def replace(self, namespace: str, name: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """PUT `body` as the stream's status; the stream as written."""
+        if self.rest is not None:
+            return self.rest.put(_status_path(namespace, name), body)
+        written = self.custom.replace_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, body
+        )
+        return cast(Mapping[str, Any], written)
 
     def update(
         self,
@@ -121,11 +146,8 @@ class StreamStatus:
             if body is None:
                 return StatusWrite(obj, None)
             try:
-                written = self.custom.replace_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, PLURAL, name, body
-                )
-                return StatusWrite(obj, cast(Mapping[str, Any], written))
-            except errors.ApiException as err:
+                return StatusWrite(obj, self.replace(namespace, name, body))
+            except errors.API_ERRORS as err:
                 status = errors.status_of(err)
                 if status == errors.NOT_FOUND:
                     return StatusWrite(None, None)
@@ -133,6 +155,11 @@ class StreamStatus:
                     raise
             obj = self.read(namespace, name)
         raise AssertionError("unreachable")
+
+
+def _status_path(namespace: str, name: str) -> str:
+    parts = [quote(p, safe="") for p in (GROUP, VERSION, namespace, PLURAL, name)]
+    return "/apis/{}/{}/namespaces/{}/{}/{}/status".format(*parts)
 
 
 # --- access reviews ----------------------------------------------------------------------

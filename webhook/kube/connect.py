@@ -155,27 +155,18 @@ def import_client() -> None:
         getattr(client, name)
 
 
-def thin_client(kubeconfig: str | None, context: str | None, *, say_why: bool) -> Any:
-    """The thin list/watch client (kube.listwatch.RestClient), where `connect` looks; None
-    when only the kubernetes client can connect (an exec plugin, an auth provider, ...:
-    `rest_config` says why, logged here if say_why; the webhook's master says it once for
-    all its workers)."""
-    from webhook.kube.listwatch import RestClient
+def thin_client(
+    kubeconfig: str | None, context: str | None, *, say_why: bool, pool_size: int | None = None
+) -> Any:
+    """The thin client (kube.listwatch.RestClient), where `connect` looks, with room for
+    `pool_size` requests at once (else the webhook's few); None when only the kubernetes
+    client can connect (an exec plugin, an auth provider, ...: `rest_config` says why,
+    logged here if say_why; the webhook's master says it once for all its workers)."""
+    from webhook.kube.listwatch import POOL_SIZE, RestClient
 
     try:
-        return RestClient(rest_config(kubeconfig, context))
+        return RestClient(rest_config(kubeconfig, context), pool_size=pool_size or POOL_SIZE)
     except Unsupported as err:
         if say_why:
             log.info("watching through the kubernetes client: %s", err)
         return None
-
-
-def thin_source(
-    kubeconfig: str | None, context: str | None, group: str, version: str, plural: str
-) -> Any:
-    """The thin client's list/watch source (kube.listwatch.ListWatch) of every object of a
-    kind; None when only the kubernetes client can connect (the reason is logged)."""
-    from webhook.kube.listwatch import collection_path
-
-    client = thin_client(kubeconfig, context, say_why=True)
-    return None if client is None else client.resource(collection_path(group, version, plural))

@@ -1,9 +1,10 @@
 """Errors from the API server, as the rest of the code needs them: the status, the server's
-own message, and the exception class to catch.
+own message, and the exception classes to catch.
 
-`errors.ApiException` is the client's class, resolved on first use so that importing this
-module stays cheap for the CLI (the client takes a while to import); no module outside
-webhook.kube imports the client itself.
+`errors.ApiException` is the kubernetes client's class, resolved on first use so that
+importing this module stays cheap for the CLI (the client takes a while to import); no module
+outside webhook.kube imports the client itself. `ApiError` is the thin client's
+(webhook.kube.listwatch), and `errors.API_ERRORS` both, for code that calls either.
 """
 
 from __future__ import annotations
@@ -14,14 +15,30 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kubernetes.client.exceptions import ApiException as ApiException
 
+    API_ERRORS: tuple[type[ApiException], type[ApiError]]
+
 NOT_FOUND, CONFLICT, INVALID = 404, 409, 422
 
 
+class ApiError(Exception):
+    """The API server answered the thin client with an error status (or a watch's ERROR
+    event).
+
+    `status`, `reason` and `body` as on the kubernetes client's ApiException, so that the
+    functions below read both alike."""
+
+    def __init__(self, status: int, reason: str, body: str = "") -> None:
+        super().__init__(f"({status}) {reason}")
+        self.status = status
+        self.reason = reason
+        self.body = body
+
+
 def __getattr__(name: str) -> Any:
-    if name == "ApiException":
+    if name in ("ApiException", "API_ERRORS"):
         from kubernetes.client.exceptions import ApiException
 
-        return ApiException
+        return ApiException if name == "ApiException" else (ApiException, ApiError)
     raise AttributeError(name)
 
 

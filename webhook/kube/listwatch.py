@@ -1,7 +1,10 @@
-"""A small read-only client for the webhook's watches: list a page, watch from a version, ask
-/readyz. Over urllib3 (which the kubernetes client is built on too), it replaces the
-kubernetes client in the webhook's workers, whose modules cost each worker ~40 MiB of RSS
-for three GETs (docs/benchmarks.md, figure 4).
+"""A small client of the API server for the hot paths: list a page, watch from a version, ask
+/readyz, PUT an object as JSON. Over urllib3 (which the kubernetes client is built on too),
+it replaces the kubernetes client in the webhook's workers, whose modules cost each worker
+~40 MiB of RSS for three GETs (docs/benchmarks.md, figure 4), and in the controller's
+ImageStream watch and status writes, where the client's own work on each object (its
+pydantic call checks, `sanitize_for_serialization` walking the object) cost 10-18% of a
+status write's CPU.
 
 Configured by webhook.kube.kubeconfig (a kubeconfig's server, CA, client certificate or
 token, or a pod's service account); a bound token file is read again every TOKEN_REFRESH
@@ -23,6 +26,7 @@ from urllib.parse import quote
 
 import urllib3
 
+from webhook.kube.errors import ApiError as ApiError
 from webhook.kube.kubeconfig import RestConfig
 from webhook.model import build
 
@@ -37,20 +41,16 @@ LIST_TIMEOUT = 120.0
 # every minute meanwhile; silence this much longer than asked is a connection that died
 # without a FIN (a node gone, a network partition).
 WATCH_SLACK = 60.0
-POOL_SIZE = 4  # three watches and a /readyz at once
-
-
-class ApiError(Exception):
-    """The API server answered with an error status (or a watch's ERROR event).
-
-    `status`, `reason` and `body` as on the kubernetes client's ApiException, so that
-    webhook.kube.errors reads both alike."""
-
-    def __init__(self, status: int, reason: str, body: str = "") -> None:
-        super().__init__(f"({status}) {reason}")
-        self.status = status
-        self.reason = reason
-        self.body = body
+# A write: the API server ends a request it has not answered after its --request-timeout
+# (a minute by default) itself; this is for a server that went silent.
+WRITE_TIMEOUT = 120.0
+# A write is sent again after a connection error, as the kubernetes client's urllib3
+# default (3 tries) does, and once after the connection broke while it was under way (a
+# pooled one the server closed as it was sent; a silent server): a PUT carrying a
+# resourceVersion cannot apply twice, the second answers 409. Error statuses are answers,
+# never retried here (not even a 429's Retry-After).
+WRITE_RETRIES = urllib3.Retry(total=3, read=1, redirect=False, respect_retry_after_header=False)
+POOL_SIZE = 4  # the webhook's: three watches and a /readyz at once
 
 
 class Token:
@@ -124,9 +124,19 @@ def _as_file(path: str | None, data: str | None, directory: str, name: str) -> s
 
 
 class RestClient:
-    """GETs to one API server, as one identity; `resource()` gives a Watcher's source."""
+    """Requests to one API server, as one identity; `resource()` gives a Watcher's source.
 
-    def __init__(self, config: RestConfig, *, token_refresh: float = TOKEN_REFRESH) -> None:
+    `pool_size` is how many requests may be under way at once (a watch holds one for its
+    life): urllib3 opens more when asked, but discards each beyond it when it is done, with
+    a warning, and the next request opens another."""
+
+    def __init__(
+        self,
+        config: RestConfig,
+        *,
+        token_refresh: float = TOKEN_REFRESH,
+        pool_size: int = POOL_SIZE,
+    ) -> None:
         self.server = config.server
         self._token = Token(config.token, config.token_file, token_refresh)
         self._token.get()  # a missing token file is an error now, not at the first list
@@ -135,7 +145,7 @@ class RestClient:
             tls["ssl_context"] = ssl_context(config)
             if config.tls_server_name:
                 tls["server_hostname"] = config.tls_server_name
-        self._pool = urllib3.PoolManager(num_pools=1, maxsize=POOL_SIZE, retries=False, **tls)
+        self._pool = urllib3.PoolManager(num_pools=1, maxsize=pool_size, retries=False, **tls)
         self._agent = f"imagestreams/{build.current(os.environ).version}"
 
     def __repr__(self) -> str:
@@ -150,19 +160,43 @@ class RestClient:
         self, path: str, fields: Mapping[str, str], *, timeout: urllib3.Timeout, stream: bool
     ) -> urllib3.BaseHTTPResponse:
         """GET `path`; an error status raises ApiError with the server's Status body."""
-        headers = {"Accept": "application/json", "User-Agent": self._agent}
-        token = self._token.get()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
         response = self._pool.request(
             "GET",
             self.server + path,
             fields=dict(fields),
-            headers=headers,
+            headers=self._headers(),
             timeout=timeout,
             preload_content=not stream,
             redirect=False,
         )
+        return self._checked(response)
+
+    def put(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT `body` (JSON) to `path`: the object the server stored. An error status raises
+        ApiError with the server's Status body."""
+        headers = self._headers()
+        headers["Content-Type"] = "application/json"
+        response = self._pool.request(
+            "PUT",
+            self.server + path,
+            body=json.dumps(body).encode(),
+            headers=headers,
+            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=WRITE_TIMEOUT),
+            retries=WRITE_RETRIES,
+            redirect=False,
+        )
+        written: dict[str, Any] = json.loads(self._checked(response).data)
+        return written
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": self._agent}
+        token = self._token.get()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _checked(self, response: urllib3.BaseHTTPResponse) -> urllib3.BaseHTTPResponse:
+        """`response` if its status is a success; else raise ApiError with its body."""
         if 200 <= response.status < 300:
             return response
         body = response.data.decode("utf-8", "replace")  # reads the rest: the connection is free
