@@ -168,5 +168,5 @@ def thin_client(
         return RestClient(rest_config(kubeconfig, context), pool_size=pool_size or POOL_SIZE)
     except Unsupported as err:
         if say_why:
-            log.info("watching through the kubernetes client: %s", err)
+            log.info("watching and writing through the kubernetes client: %s", err)
         return None
