@@ -8,7 +8,6 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
-from urllib.parse import quote
 
 from webhook.kube import errors
 from webhook.kube.connect import GROUP, PLURAL, VERSION
@@ -158,8 +157,9 @@ class StreamStatus:
 
 
 def _status_path(namespace: str, name: str) -> str:
-    parts = [quote(p, safe="") for p in (GROUP, VERSION, namespace, PLURAL, name)]
-    return "/apis/{}/{}/namespaces/{}/{}/{}/status".format(*parts)
+    from webhook.kube.listwatch import object_path  # loaded already: a thin client exists
+
+    return object_path(GROUP, VERSION, PLURAL, namespace, name) + "/status"
 
 
 # --- access reviews ----------------------------------------------------------------------

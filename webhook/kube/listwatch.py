@@ -275,3 +275,9 @@ def collection_path(group: str, version: str, plural: str) -> str:
     """The cluster-wide path of a kind: the core group's (`group` "") or a named group's."""
     parts = [quote(p, safe="") for p in (group, version, plural)]
     return f"/api/{parts[1]}/{parts[2]}" if not group else "/apis/{}/{}/{}".format(*parts)
+
+
+def object_path(group: str, version: str, plural: str, namespace: str, name: str) -> str:
+    """The path of one namespaced object: `…/namespaces/NAMESPACE/PLURAL/NAME`."""
+    prefix, _, kind = collection_path(group, version, plural).rpartition("/")
+    return f"{prefix}/namespaces/{quote(namespace, safe='')}/{kind}/{quote(name, safe='')}"
