@@ -463,7 +463,7 @@ class Cluster:
         return out.stdout.strip()
 
     def is_running(self, name: str) -> bool:
-        pid = self._read_pid(name)
+        pid = self.pid(name)
         return pid is not None and _alive(pid)
 
     # --- lifecycle -----------------------------------------------------------------
@@ -1062,10 +1062,7 @@ class Cluster:
 
     def pid(self, name: str) -> int | None:
         """The process id of a running component (`kube-apiserver`, `etcd`, `registry`, ...),
-        or None: what a benchmark needs to count its CPU."""
-        return self._read_pid(name)
-
-    def _read_pid(self, name: str) -> int | None:
+        or None (a benchmark counts its CPU by it)."""
         proc = self.procs.get(name)
         if proc is not None and proc.poll() is None:
             # Our own child needs no marker, and right after exec its cmdline can still
@@ -1079,7 +1076,7 @@ class Cluster:
         return pid if CMDLINE_MARKERS[name] in _cmdline(pid) else None
 
     def _stop(self, name: str, grace: float = 10) -> None:
-        pid = self._read_pid(name)
+        pid = self.pid(name)
         if pid is not None and self._running(name, pid):
             for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
                 with contextlib.suppress(ProcessLookupError):
@@ -1140,7 +1137,7 @@ class Cluster:
 
     def status(self) -> dict[str, int | None]:
         """Pid of each running component, None for the stopped ones."""
-        return {n: self._read_pid(n) if self.is_running(n) else None for n in self.components}
+        return {n: self.pid(n) if self.is_running(n) else None for n in self.components}
 
 
 def _insecure_tls() -> ssl.SSLContext:
